@@ -30,6 +30,7 @@ std::string_view to_string(XdpMode m);
 struct SyncRoot {
     std::string path;  // absolute directory on both boxes
     SyncMode mode = SyncMode::File;
+    friend bool operator==(const SyncRoot&, const SyncRoot&) = default;
 };
 
 // How the PBX runs. Either `unit` (a systemd unit name) or `start` (a shell command the agent
@@ -50,6 +51,7 @@ struct ServiceConfig {
     std::string core_dump_dir;         // a new file here is a software fault; empty = not watched
     FaultAction fault_action = FaultAction::RestartService;
     bool prestart_on_standby = false;  // keep the PBX running on the standby (it never has the IP)
+    friend bool operator==(const ServiceConfig&, const ServiceConfig&) = default;
 };
 
 struct Config {
@@ -91,10 +93,24 @@ struct Config {
 
     ServiceConfig service;
 
+    std::string log_level = "info";  // [log] level: error | warn | info | debug
+
+    // Reload compares the running config with the new one; tests check the to_toml round trip.
+    friend bool operator==(const Config&, const Config&) = default;
+
     // Derived values (the config stays the source of truth).
     [[nodiscard]] std::chrono::nanoseconds effective_interval() const;
     [[nodiscard]] std::chrono::nanoseconds effective_lan_interval() const;
 };
+
+// An address and port as metrics.listen and service.sip_target hold them: "198.18.0.1:9529",
+// "[fd00:4a::1]:5060". Only IP literals: the agent binds or sends without name resolution.
+struct Endpoint {
+    IpAddr addr;
+    std::uint16_t port = 0;
+    friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+Result<Endpoint> parse_endpoint(std::string_view text);
 
 // One problem with one key: "heartbeat.timeout = 11: must be 3-10 seconds, or a duration ...".
 struct ConfigIssue {
