@@ -7,6 +7,13 @@
 
 #include <linux/types.h>
 
+/* C casts are the only casts C has; C++ includers get them without -Wold-style-cast noise. */
+#ifdef __cplusplus
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+
 #define HA_SIP_ROTL(x, b) (__u64)(((x) << (b)) | ((x) >> (64 - (b))))
 #define HA_SIP_ROUND(v0, v1, v2, v3) \
     do {                             \
@@ -70,5 +77,9 @@ static inline __u64 ha_siphash24(__u64 k0, __u64 k1, const __u8 *in, __u32 len) 
     HA_SIP_ROUND(v0, v1, v2, v3);
     return v0 ^ v1 ^ v2 ^ v3;
 }
+
+#ifdef __cplusplus
+#pragma GCC diagnostic pop
+#endif
 
 #endif /* HA_SIPHASH_H */

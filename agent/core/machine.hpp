@@ -152,6 +152,12 @@ struct AcAlert {  // a system event: "HA failure warning", Generate Alert / Rest
 struct AcLog {  // the HA log (failover log or backup log)
     LogKind kind;
     std::string text;
+    // Failover entries: the role change and how long detection took (last sign of the peer, or
+    // the fault, to the decision). The driver adds takeover and service-ready times it measures.
+    State from = State::Off;
+    State to = State::Off;
+    std::uint64_t term = 0;
+    std::chrono::nanoseconds detection{0};
 };
 struct AcRequestFullSync {};   // standby: pull everything that differs from the active
 struct AcQuarantineData {      // demoted after split brain: keep what we wrote, aside

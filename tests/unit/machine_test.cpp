@@ -1,0 +1,441 @@
+// HA state machine rules, one test per rule of the guide / DESIGN.md, driven with a fake clock.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "agent/core/machine.hpp"
+#include "common/log.hpp"
+
+using namespace ha;
+using namespace ha::core;
+using namespace std::chrono_literals;
+
+namespace {
+
+MacAddr mac(std::uint8_t last) {
+    MacAddr m;
+    m.bytes = {2, 0, 0, 0, 0, last};
+    return m;
+}
+
+MachineConfig cfg(StationType st) {
+    MachineConfig c;
+    c.enable = true;
+    c.station = st;
+    c.timeout = 7s;
+    c.interval = 700ms;
+    c.model = "FCM630A";
+    c.proto = 1;
+    c.version = "1.0";
+    c.own_mac = mac(st == StationType::Primary ? 1 : 2);
+    return c;
+}
+
+PeerStatus peer(StationType st, State s, std::uint64_t term = 0) {
+    PeerStatus p;
+    p.station = st;
+    p.state = s;
+    p.term = term;
+    p.model = "FCM630A";
+    p.proto = 1;
+    p.version = "1.0";
+    p.mac = mac(st == StationType::Primary ? 1 : 2);
+    p.synced = true;
+    return p;
+}
+
+template <typename T>
+bool has(const Actions& a) {
+    return std::any_of(a.begin(), a.end(), [](const Action& x) { return std::holds_alternative<T>(x); });
+}
+template <typename T>
+const T* find(const Actions& a) {
+    for (const auto& x : a)
+        if (auto* p = std::get_if<T>(&x)) return p;
+    return nullptr;
+}
+template <typename T>
+std::ptrdiff_t index_of(const Actions& a) {
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::holds_alternative<T>(a[i])) return static_cast<std::ptrdiff_t>(i);
+    return -1;
+}
+
+struct Fixture {
+    TimePoint now{};
+    Machine m;
+    explicit Fixture(MachineConfig c, std::uint64_t term = 0) : m(std::move(c), term, TimePoint{}) {
+        log::set_level(log::Level::Warn);  // state transitions log at info
+        m.start(now);
+    }
+    Actions ev(const Event& e) { return m.handle(e, now); }
+    Actions advance(Duration d) {
+        now += d;
+        return m.handle(EvTick{}, now);
+    }
+    // Alone at boot: timeout passes, probe, no conflict -> Active.
+    void make_active() {
+        advance(7s);
+        EXPECT_EQ(m.state(), State::Probing);
+        ev(EvArpProbeDone{false, {}});
+        EXPECT_EQ(m.state(), State::Active);
+    }
+};
+
+}  // namespace
+
+TEST(Machine, HaDisabledByDefaultReportsOff) {
+    MachineConfig c = cfg(StationType::Primary);
+    c.enable = false;
+    Machine m(c, 0, TimePoint{});
+    EXPECT_TRUE(m.start(TimePoint{}).empty());
+    EXPECT_EQ(m.ha_status(), HaStatus::Off);
+    EXPECT_EQ(m.state(), State::Off);
+}
+
+TEST(Machine, AloneAtBootPromotesOnlyAfterArpProbeFindsNobody) {
+    Fixture f(cfg(StationType::Primary));
+    EXPECT_EQ(f.m.state(), State::Booting);
+    auto a = f.advance(6s);
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    a = f.advance(1s);
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+    EXPECT_FALSE(has<AcAcquireClusterIp>(a));
+    a = f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+    // Term persisted before the address moves; service after the address.
+    ASSERT_TRUE(has<AcPersistTerm>(a));
+    EXPECT_LT(index_of<AcPersistTerm>(a), index_of<AcAcquireClusterIp>(a));
+    EXPECT_LT(index_of<AcAcquireClusterIp>(a), index_of<AcStartService>(a));
+    EXPECT_EQ(find<AcPersistTerm>(a)->term, 1u);
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Single);
+}
+
+TEST(Machine, ArpProbeConflictBlocksPromotionAndAlerts) {
+    Fixture f(cfg(StationType::Primary));
+    f.advance(7s);
+    auto a = f.ev(EvArpProbeDone{true, mac(9)});
+    EXPECT_NE(f.m.state(), State::Active);
+    EXPECT_FALSE(has<AcAcquireClusterIp>(a));
+    ASSERT_TRUE(has<AcAlert>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::ClusterIpConflict);
+    // Retries after a timeout, still behind the probe.
+    a = f.advance(7s);
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+}
+
+TEST(Machine, BootingBesideAnActivePeerBecomesStandbyWithoutPreemption) {
+    // Guide "Active/Standby Role": a peer already active stays active, even a secondary.
+    Fixture f(cfg(StationType::Primary));
+    auto a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Active, 4)});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    EXPECT_TRUE(has<AcRequestFullSync>(a));  // Data Sync 1: the standby requests all data
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Dual);
+}
+
+TEST(Machine, BothBootingThePrimaryBecomesActive) {
+    Fixture p(cfg(StationType::Primary));
+    Fixture s(cfg(StationType::Secondary));
+    auto a = p.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Booting)});
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(p.m.state(), State::Probing);
+    s.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Booting)});
+    EXPECT_EQ(s.m.state(), State::Standby);
+}
+
+TEST(Machine, SameStationTypeRefusesToPairAndNeverPromotesBesideIt) {
+    // Guide "Station Type": the two FCM cannot be configured as the same type.
+    Fixture f(cfg(StationType::Primary));
+    auto a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Booting)});
+    ASSERT_TRUE(has<AcAlert>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PairRefused);
+    a = f.advance(7s);
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Single);
+}
+
+TEST(Machine, OtherModelOrProtocolRefusesToPair) {
+    Fixture f(cfg(StationType::Primary));
+    PeerStatus p = peer(StationType::Secondary, State::Booting);
+    p.model = "FCM620";
+    auto a = f.ev(EvPeerSeen{Path::Direct, p});
+    ASSERT_TRUE(has<AcAlert>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PairRefused);
+    Fixture g(cfg(StationType::Primary));
+    p = peer(StationType::Secondary, State::Booting);
+    p.proto = 2;
+    a = g.ev(EvPeerSeen{Path::Direct, p});
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PairRefused);
+}
+
+TEST(Machine, OtherSoftwareVersionPairsWithAnAlertForRollingUpgrade) {
+    // Guide "Firmware Upgrade": the standby is upgraded first and pairs with the old active.
+    Fixture f(cfg(StationType::Secondary));
+    PeerStatus p = peer(StationType::Primary, State::Active, 1);
+    p.version = "1.1";
+    auto a = f.ev(EvPeerSeen{Path::Direct, p});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    bool version_alert = false;
+    for (auto& x : a)
+        if (auto* al = std::get_if<AcAlert>(&x))
+            version_alert |= al->kind == AlertKind::VersionMismatch && al->raised;
+    EXPECT_TRUE(version_alert);
+    p.version = "1.0";
+    a = f.ev(EvPeerSeen{Path::Direct, p});
+    ASSERT_TRUE(has<AcAlert>(a));
+    EXPECT_FALSE(find<AcAlert>(a)->raised);
+}
+
+TEST(Machine, StandbyPromotesOnlyWhenBothPathsLostAndProbeClear) {
+    MachineConfig c = cfg(StationType::Secondary);
+    c.has_lan_path = true;
+    Fixture f(c);
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});
+    f.ev(EvPeerSeen{Path::Lan, peer(StationType::Primary, State::Active, 3)});
+    auto a = f.ev(EvPeerLost{Path::Direct});
+    EXPECT_EQ(f.m.state(), State::Standby);  // LAN path still answers: no promotion
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::HeartbeatLink);
+    a = f.ev(EvPeerLost{Path::Lan});
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+    a = f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+    EXPECT_EQ(find<AcPersistTerm>(a)->term, 4u);  // term grows past the peer's
+}
+
+TEST(Machine, HeartbeatLossRaisesOneAlertAndRecoveryOneRestore) {
+    // Guide Figure 11: "HEARTBEAT ... loose connection" then "... has recovered from failure".
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    int raised = 0, cleared = 0;
+    for (int i = 0; i < 5; ++i) {  // a flapping link
+        for (auto& x : f.ev(EvPeerLost{Path::Direct}))
+            if (auto* al = std::get_if<AcAlert>(&x); al && al->kind == AlertKind::Heartbeat)
+                (al->raised ? raised : cleared)++;
+        for (auto& x : f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)}))
+            if (auto* al = std::get_if<AcAlert>(&x); al && al->kind == AlertKind::Heartbeat)
+                (al->raised ? raised : cleared)++;
+    }
+    EXPECT_EQ(raised, 5);
+    EXPECT_EQ(cleared, 5);
+    EXPECT_EQ(f.m.state(), State::Active);  // the active never demotes for a lost standby
+}
+
+TEST(Machine, TwoActivesMeetHigherTermWinsLoserQuarantines) {
+    Fixture f(cfg(StationType::Primary), 2);
+    f.make_active();  // term 3
+    auto a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Active, 5)});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    EXPECT_EQ(index_of<AcReleaseClusterIp>(a), 0);  // the address goes first
+    EXPECT_TRUE(has<AcQuarantineData>(a));
+    EXPECT_TRUE(has<AcRequestFullSync>(a));
+}
+
+TEST(Machine, TwoActivesWithEqualTermsThePrimaryWins) {
+    Fixture p(cfg(StationType::Primary));
+    p.make_active();
+    auto a = p.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Active, 1)});
+    EXPECT_EQ(p.m.state(), State::Active);
+    Fixture s(cfg(StationType::Secondary));
+    s.make_active();
+    a = s.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    EXPECT_EQ(s.m.state(), State::Standby);
+}
+
+TEST(Machine, SoftwareFaultWithSwitchOnHandsOverAtOnce) {
+    // Guide "Active FCM: Self-Failure Detection": notify the standby, no timeout wait.
+    MachineConfig c = cfg(StationType::Primary);
+    c.software_fault_switch = true;
+    Fixture f(c);
+    f.make_active();
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    auto a = f.ev(EvFault{FaultKind::Software, true, "pbx core dumped"});
+    EXPECT_EQ(f.m.state(), State::HandingOff);
+    EXPECT_EQ(index_of<AcReleaseClusterIp>(a), index_of<AcAlert>(a) + 1);
+    ASSERT_TRUE(has<AcSendPeer>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::TakeoverNow);
+    a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Active, 2)});
+    EXPECT_EQ(f.m.state(), State::Standby);  // rejoins as standby
+    EXPECT_TRUE(has<AcLog>(a));
+}
+
+TEST(Machine, SoftwareFaultWithSwitchOffAlertsAndKeepsServing) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    auto a = f.ev(EvFault{FaultKind::Software, true, "pbx deadlock"});
+    EXPECT_EQ(f.m.state(), State::Active);
+    EXPECT_FALSE(has<AcReleaseClusterIp>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::SoftwareFault);
+    EXPECT_TRUE(has<AcStartService>(a));  // local recovery of the PBX
+}
+
+TEST(Machine, HardwareFaultFollowsTheHardwareSwitch) {
+    MachineConfig c = cfg(StationType::Primary);
+    c.hardware_fault_switch = true;
+    Fixture on(c);
+    on.make_active();
+    on.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    on.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    EXPECT_EQ(on.m.state(), State::HandingOff);
+    Fixture off(cfg(StationType::Primary));
+    off.make_active();
+    off.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    auto a = off.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    EXPECT_EQ(off.m.state(), State::Active);
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::HardwareFault);
+}
+
+TEST(Machine, HeartbeatNicLossAloneIsAnAlertNeverAPromotion) {
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    auto a = f.ev(EvFault{FaultKind::HeartbeatLink, true, "hb0 carrier down"});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::HeartbeatLink);
+}
+
+TEST(Machine, FaultyStandbyNeverTakesOver) {
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    f.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    auto a = f.ev(EvPeerLost{Path::Direct});
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    a = f.ev(EvFault{FaultKind::Hardware, false, "lan0 carrier up"});
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));  // healthy again and the peer still gone
+}
+
+TEST(Machine, ForceSwitchRefusedOnStandbyWithReason) {
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    auto a = f.ev(EvCommand{Command::Switch});
+    ASSERT_TRUE(has<AcCommandResult>(a));
+    EXPECT_FALSE(find<AcCommandResult>(a)->ok);
+    EXPECT_NE(find<AcCommandResult>(a)->message.find("only available on the active"), std::string::npos);
+}
+
+TEST(Machine, ForceSwitchRefusedWhileSingle) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    auto a = f.ev(EvCommand{Command::Switch});
+    EXPECT_FALSE(find<AcCommandResult>(a)->ok);
+    EXPECT_NE(find<AcCommandResult>(a)->message.find("Single"), std::string::npos);
+}
+
+TEST(Machine, ForceSwitchStopsServiceDrainsSyncThenHandsOver) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    f.ev(EvSync{4096, 3ms, true, false});
+    auto a = f.ev(EvCommand{Command::Switch});
+    EXPECT_EQ(f.m.state(), State::SwitchingOut);
+    EXPECT_TRUE(has<AcStopService>(a));
+    EXPECT_FALSE(has<AcReleaseClusterIp>(a));  // not before the stream drained
+    a = f.ev(EvSync{1024, 1ms, true, false});
+    EXPECT_FALSE(has<AcReleaseClusterIp>(a));
+    a = f.ev(EvSync{0, 0ms, true, false});
+    EXPECT_TRUE(has<AcReleaseClusterIp>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::TakeoverNow);
+    a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Active, 2)});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    ASSERT_TRUE(has<AcCommandResult>(a));
+    EXPECT_TRUE(find<AcCommandResult>(a)->ok);
+}
+
+TEST(Machine, ForceSwitchAbortsWhenSyncDoesNotDrain) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    f.ev(EvSync{4096, 3ms, true, false});
+    f.ev(EvCommand{Command::Switch});
+    auto a = f.advance(10s);
+    EXPECT_EQ(f.m.state(), State::Active);
+    EXPECT_TRUE(has<AcStartService>(a));
+    EXPECT_FALSE(find<AcCommandResult>(a)->ok);
+}
+
+TEST(Machine, StandbyTakesOverOnHandoffBehindTheProbe) {
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    auto a = f.ev(EvPeerMessage{PeerMsg::TakeoverNow, 1});
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+    a = f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+    EXPECT_EQ(find<AcPersistTerm>(a)->term, 2u);
+}
+
+TEST(Machine, HungPeerAgentIsTakenOverAfterOneTimeoutOfStaleReplies) {
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    PeerStatus hung = peer(StationType::Primary, State::Active, 1);
+    hung.agent_stale = true;
+    auto a = f.ev(EvPeerSeen{Path::Direct, hung});
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PeerHung);
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    a = f.advance(7s);
+    ASSERT_TRUE(has<AcSendPeer>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::Fence);
+    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+}
+
+TEST(Machine, FencedActiveStepsDownAtOnce) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    auto a = f.ev(EvPeerMessage{PeerMsg::Fence, 1});
+    EXPECT_EQ(f.m.state(), State::Standby);
+    EXPECT_EQ(index_of<AcFenceSelf>(a), 0);
+    EXPECT_EQ(index_of<AcReleaseClusterIp>(a), 1);
+}
+
+TEST(Machine, StandbyRestrictsConfiguration) {
+    // Guide "Web UI Access": configuration is restricted on the standby.
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    EXPECT_EQ(f.m.config_restriction(), "configuration is restricted on the standby");
+    Fixture a(cfg(StationType::Primary));
+    a.make_active();
+    EXPECT_TRUE(a.m.config_restriction().empty());
+}
+
+TEST(Machine, DisableHaOnActiveReplicatesAndKeepsServing) {
+    // Guide "Disabling HA Setup".
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    auto a = f.ev(EvCommand{Command::DisableHa});
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Off);
+    EXPECT_TRUE(f.m.snapshot().serving);
+    EXPECT_FALSE(has<AcReleaseClusterIp>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::DisableHa);
+    Fixture s(cfg(StationType::Secondary));
+    s.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    s.ev(EvPeerMessage{PeerMsg::DisableHa, 1});
+    EXPECT_EQ(s.m.ha_status(), HaStatus::Off);
+    EXPECT_FALSE(s.m.snapshot().serving);
+}
+
+TEST(Machine, HeartbeatFromOtherMacIsIgnoredAndAlerted) {
+    // Guide "Replacing FCM in HA": a box with a new MAC is ignored until the peer MAC changes.
+    MachineConfig c = cfg(StationType::Primary);
+    c.peer_mac = mac(2);
+    Fixture f(c);
+    f.make_active();
+    PeerStatus p = peer(StationType::Secondary, State::Standby);
+    p.mac = mac(7);
+    auto a = f.ev(EvPeerSeen{Path::Direct, p});
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Single);
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PeerMacMismatch);
+    c.peer_mac = mac(7);
+    f.m.reconfigure(c);
+    f.ev(EvPeerSeen{Path::Direct, p});
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Dual);
+}
+
+TEST(Machine, ClusterIpRemovedBehindOurBackIsRestored) {
+    Fixture f(cfg(StationType::Primary));
+    f.make_active();
+    auto a = f.ev(EvClusterIpRemoved{});
+    EXPECT_TRUE(has<AcAcquireClusterIp>(a));
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::ClusterIpRemoved);
+}
