@@ -436,16 +436,19 @@ void Machine::consider_promotion(TimePoint now, Actions& out) {
     if (peer_visible() && peer_) {
         const PeerStatus& p = *peer_;
         if (!peer_compatible(p)) return;
-        if (p.agent_stale && peer_stale_since_ && now - *peer_stale_since_ >= cfg_.timeout) {
-            // Kernel alive, agent hung for a full timeout: its LAN program already fences the
-            // cluster IP. Fence it explicitly too (in case its tick still looks fresh there) and
-            // promote behind the ARP probe.
+        // The peer's kernel marks replies stale once its agent missed a whole timeout, and its
+        // LAN program fences the cluster IP from that same instant. Two intervals of stale
+        // replies rule out a single odd frame.
+        const Duration stale_confirm = 2 * cfg_.interval;
+        if (p.agent_stale && peer_stale_since_ && now - *peer_stale_since_ >= stale_confirm) {
+            // Fence it explicitly too (in case its LAN tick still looks fresh) and promote behind
+            // the ARP probe.
             out.push_back(AcSendPeer{PeerMsg::Fence, term_});
             begin_probe("peer agent hung (stale heartbeat replies)", now, out);
             return;
         }
         if (p.agent_stale) {
-            deadline_ = *peer_stale_since_ + cfg_.timeout;
+            deadline_ = *peer_stale_since_ + stale_confirm;
             return;
         }
         if (p.state == State::Active || p.state == State::SwitchingOut ||
@@ -471,6 +474,7 @@ void Machine::consider_promotion(TimePoint now, Actions& out) {
 void Machine::begin_probe(std::string reason, TimePoint now, Actions& out) {
     pending_reason_ = std::move(reason);
     if (!detect_at_) detect_at_ = now;
+    probe_from_ = state_;
     enter(State::Probing, pending_reason_, now, out);
     out.push_back(AcProbeClusterIp{});
     // The probe takes milliseconds; this bounds a lost answer.
@@ -507,7 +511,7 @@ void Machine::promote(TimePoint now, Actions& out) {
         detection = *detect_at_ - *peer_last_seen_;
     out.push_back(AcLog{LogKind::Failover,
                         fmt::format("became active (term {}): {}", term_, pending_reason_),
-                        state_, State::Active, term_, detection});
+                        probe_from_, State::Active, term_, detection});
     enter(State::Active, pending_reason_, now, out);
     alert(AlertKind::HandoffFailed, false, "serving", out);
     detect_at_.reset();

@@ -1,0 +1,701 @@
+#include "agent/agent.hpp"
+
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <deque>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <systemd/sd-daemon.h>
+
+#include "agent/api/control_server.hpp"
+#include "agent/api/store_queries.hpp"
+#include "agent/heartbeat.hpp"
+#include "agent/io/ring.hpp"
+#include "agent/service/supervisor.hpp"
+#include "agent/store/event_store.hpp"
+#include "agent/store/guide_format.hpp"
+#include "agent/store/term_store.hpp"
+#include "agent/sync_bridge.hpp"
+#include "common/atomic_file.hpp"
+#include "common/duration.hpp"
+#include "common/keyfile.hpp"
+#include "common/log.hpp"
+#include "netlink/address_manager.hpp"
+#include "netlink/announcer.hpp"
+#include "netlink/link_monitor.hpp"
+
+namespace ha {
+
+using nlohmann::json;
+
+namespace {
+
+// A one-shot readiness poll that re-arms itself until told to stop.
+class PollOp final : public io::Completion {
+public:
+    PollOp(io::Ring& ring, std::function<void(int)> fn) : ring_(ring), fn_(std::move(fn)) {}
+    void arm(int fd, unsigned mask = POLLIN) {
+        fd_ = fd;
+        mask_ = mask;
+        ring_.poll(fd, mask, this);
+        armed_ = true;
+    }
+    void completed(int res, unsigned) override {
+        armed_ = false;
+        if (res == -ECANCELED || fd_ < 0) return;
+        const int fd = fd_;
+        fn_(res);
+        if (rearm_ && fd_ == fd) arm(fd_, mask_);
+    }
+    void disarm() { fd_ = -1; }
+    bool rearm_ = true;
+    [[nodiscard]] bool armed() const { return armed_; }
+
+private:
+    io::Ring& ring_;
+    std::function<void(int)> fn_;
+    int fd_ = -1;
+    unsigned mask_ = POLLIN;
+    bool armed_ = false;
+};
+
+std::uint32_t next_epoch(const std::string& state_dir) {
+    // Heartbeat sequence epochs must grow across starts (replay protection on the peer).
+    const std::string path = state_dir + "/hb-epoch";
+    std::uint64_t prev = 0;
+    if (auto text = read_file(path, 64)) prev = std::strtoull(text->c_str(), nullptr, 10);
+    std::uint64_t now_s = static_cast<std::uint64_t>(wall_ms() / 1000);
+    std::uint64_t epoch = std::max(prev + 1, now_s) & 0xffffffffULL;
+    if (auto s = write_file_atomic(path, std::to_string(epoch) + "\n", 0644); !s)
+        log::warn("agent", "cannot persist heartbeat epoch: {}", s.error().message());
+    return static_cast<std::uint32_t>(epoch);
+}
+
+std::string role_text(core::State s) {
+    switch (s) {
+        case core::State::Active:
+        case core::State::SwitchingOut: return "Active";
+        case core::State::Standby:
+        case core::State::HandingOff: return "Standby";
+        case core::State::Booting:
+        case core::State::Probing: return "Negotiating";
+        case core::State::Off: return "Off";
+    }
+    return "?";
+}
+
+}  // namespace
+
+struct Agent::Impl {
+    core::Config cfg;
+    std::string config_path;
+    BuildInfo build;
+    io::Ring ring;
+    store::EventStore events;
+    store::TermStore terms;
+    Key key;
+    std::optional<core::Machine> machine;
+    std::unique_ptr<Heartbeat> hb;
+    std::optional<nl::AddressManager> addrs;
+    std::optional<nl::LinkMonitor> links;
+    std::optional<nl::Announcer> ann;
+    int lan_ifindex = 0;
+    int hb_ifindex = 0;
+    MacAddr own_mac;
+    service::Supervisor svc;
+    std::unique_ptr<api::ControlServer> ctl;
+    std::unique_ptr<SyncBridge> sync;
+    UniqueFd sigfd;
+    std::unique_ptr<PollOp> sig_op, ctl_op, nl_op, ann_op, svc_op, sync_op;
+    std::deque<core::Event> pending;
+    bool stopping = false;
+    TimePoint started;
+    TimePoint role_since;
+    std::optional<TimePoint> takeover_at;   // decision to promote
+    std::optional<TimePoint> ip_held_at;    // address added + first GARP burst
+    std::uint64_t watchdog_usec = 0;
+    TimePoint next_watchdog{};
+    std::uint64_t lost_count = 0;
+    bool carrier_lan = true, carrier_hb = true;
+
+    Impl(core::Config c, std::string path, BuildInfo b, io::Ring r, store::EventStore ev)
+        : cfg(std::move(c)),
+          config_path(std::move(path)),
+          build(std::move(b)),
+          ring(std::move(r)),
+          events(std::move(ev)),
+          terms(cfg.state_dir),
+          svc(cfg.service) {}
+
+    void post(core::Event e) { pending.push_back(std::move(e)); }
+    void dispatch(TimePoint now);
+    void execute(const core::Actions& actions, TimePoint now);
+    void on_alert(const core::AcAlert& a);
+    void on_log(const core::AcLog& l, TimePoint now);
+    json handle_request(const json& req);
+    json status_json();
+    void on_link_event(const nl::MonitorEvent& ev);
+    void on_service_exit();
+    int loop();
+    void shutdown();
+    void arm_service_poll();
+};
+
+Agent::Agent(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Agent::~Agent() = default;
+
+Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string config_path,
+                                             BuildInfo build) {
+    if (auto s = make_dirs(cfg.state_dir, 0755); !s) return unexpected(s.error().wrap("state_dir"));
+    auto ring = io::Ring::create(256);
+    if (!ring) return unexpected(ring.error());
+    store::StoreOptions so;
+    so.dir = cfg.state_dir + "/log";
+    auto ev = store::EventStore::open(so);
+    if (!ev) return unexpected(ev.error().wrap("event store"));
+    auto impl = std::make_unique<Impl>(std::move(cfg), std::move(config_path), std::move(build),
+                                       std::move(*ring), std::move(*ev));
+    Impl& a = *impl;
+    a.started = Clock::now();
+    a.role_since = a.started;
+
+    if (a.cfg.enable) {
+        auto key = load_key_file(a.cfg.key_file);
+        if (!key) return unexpected(key.error());
+        a.key = *key;
+    }
+    auto term = a.terms.load();
+    if (!term) return unexpected(term.error());
+
+    // Interfaces and the cluster IP.
+    if (a.cfg.enable) {
+        a.lan_ifindex = static_cast<int>(if_nametoindex(a.cfg.lan_interface.c_str()));
+        if (a.lan_ifindex == 0) return fail("lan_interface " + a.cfg.lan_interface + " does not exist", std::errc::no_such_device);
+        a.hb_ifindex = static_cast<int>(if_nametoindex(a.cfg.heartbeat_interface.c_str()));
+        if (a.hb_ifindex == 0) return fail("heartbeat_interface " + a.cfg.heartbeat_interface + " does not exist", std::errc::no_such_device);
+        auto am = nl::AddressManager::create();
+        if (!am) return unexpected(am.error());
+        a.addrs.emplace(std::move(*am));
+        auto lm = nl::LinkMonitor::create();
+        if (!lm) return unexpected(lm.error());
+        a.links.emplace(std::move(*lm));
+        auto an = nl::Announcer::create(a.lan_ifindex);
+        if (!an) return unexpected(an.error().wrap("ARP announcer on " + a.cfg.lan_interface));
+        a.own_mac = an->mac();
+        a.ann.emplace(std::move(*an));
+        // A start is never serving yet: a cluster IP our kernel kept from a crashed run goes now.
+        if (a.cfg.cluster_ip) {
+            if (auto has = a.addrs->has(a.lan_ifindex, *a.cfg.cluster_ip); has && *has) {
+                log::warn("agent", "removing cluster IP {} left from an earlier run",
+                          a.cfg.cluster_ip->to_string());
+                (void)a.addrs->remove(a.lan_ifindex, *a.cfg.cluster_ip);
+            }
+        }
+    }
+
+    core::MachineConfig mc =
+        core::MachineConfig::from(a.cfg, a.build.model, a.build.proto, a.build.version, a.own_mac);
+    a.machine.emplace(mc, term->term, a.started);
+
+    if (a.cfg.enable) {
+        Heartbeat::Sink sink;
+        Impl* self = &a;
+        sink.seen = [self](core::Path p, const core::PeerStatus& s) {
+            self->post(core::EvPeerSeen{p, s});
+        };
+        sink.lost = [self](core::Path p) {
+            ++self->lost_count;
+            self->post(core::EvPeerLost{p});
+        };
+        sink.control = [self](core::PeerMsg m, std::uint64_t t) {
+            self->post(core::EvPeerMessage{m, t});
+        };
+        sink.foreign_mac = [self]() { self->post(core::EvForeignPeer{MacAddr{}}); };
+        auto hb = Heartbeat::create(a.cfg, a.key, next_epoch(a.cfg.state_dir), a.ring, std::move(sink));
+        if (!hb) return unexpected(hb.error().wrap("heartbeat"));
+        a.hb = std::move(*hb);
+        a.hb->set_fence(false);
+
+        auto sb = SyncBridge::create(a.cfg, a.key, a.events);
+        if (!sb) return unexpected(sb.error().wrap("sync"));
+        a.sync = std::move(*sb);
+    }
+
+    api::ServerOptions co;
+    co.socket_path = a.cfg.control_socket;
+    auto ctl = api::ControlServer::start(co);
+    if (!ctl) return unexpected(ctl.error().wrap("control socket"));
+    a.ctl = std::move(*ctl);
+
+    // Signals arrive through a signalfd polled by the ring.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    a.sigfd.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!a.sigfd) return last_errno("signalfd");
+    signal(SIGPIPE, SIG_IGN);
+    return std::unique_ptr<Agent>(new Agent(std::move(impl)));
+}
+
+void Agent::Impl::arm_service_poll() {
+    if (svc.pidfd() < 0) return;
+    if (!svc_op) {
+        svc_op = std::make_unique<PollOp>(ring, [this](int) { on_service_exit(); });
+        svc_op->rearm_ = false;
+    }
+    svc_op->arm(svc.pidfd());
+}
+
+void Agent::Impl::on_service_exit() {
+    auto info = svc.reap();
+    if (!info) {
+        arm_service_poll();
+        return;
+    }
+    if (info->expected) {
+        post(core::EvService{core::ServiceState::Stopped, info->describe()});
+        return;
+    }
+    // The PBX died on its own: a software fault (crash, core dump).
+    post(core::EvService{core::ServiceState::Failed, "PBX " + info->describe()});
+}
+
+void Agent::Impl::on_link_event(const nl::MonitorEvent& ev) {
+    if (const auto* le = std::get_if<nl::LinkEvent>(&ev)) {
+        const auto& l = le->link;
+        if (l.ifindex == lan_ifindex) {
+            const bool up = l.running() && !l.removed;
+            if (up != carrier_lan) {
+                carrier_lan = up;
+                // Carrier loss on the LAN/WAN NIC is a hardware fault (the guide's Table 1).
+                post(core::EvFault{core::FaultKind::Hardware, !up,
+                                   fmt::format("{} carrier {}", cfg.lan_interface, up ? "up" : "down")});
+            }
+        } else if (l.ifindex == hb_ifindex) {
+            const bool up = l.running() && !l.removed;
+            if (up != carrier_hb) {
+                carrier_hb = up;
+                post(core::EvFault{core::FaultKind::HeartbeatLink, !up,
+                                   fmt::format("{} carrier {}", cfg.heartbeat_interface, up ? "up" : "down")});
+            }
+        }
+    } else if (const auto* ae = std::get_if<nl::AddrEvent>(&ev)) {
+        if (ae->addr.removed && ae->addr.ifindex == lan_ifindex && cfg.cluster_ip &&
+            ae->addr.prefix.addr == cfg.cluster_ip->addr && machine->snapshot().serving) {
+            post(core::EvClusterIpRemoved{});
+        }
+    }
+}
+
+void Agent::Impl::on_alert(const core::AcAlert& a) {
+    store::SystemEvent e;
+    e.raised = a.raised;
+    e.key = std::string(core::to_string(a.kind));
+    if (a.kind == core::AlertKind::Heartbeat) {
+        auto snap = machine->snapshot();
+        std::string mac = cfg.peer_mac ? cfg.peer_mac->to_string()
+                          : snap.peer ? snap.peer->mac.to_string()
+                                      : std::string("unknown");
+        e.content = store::heartbeat_alert_content(mac, store::local_time_text(wall_ms()), a.raised);
+    } else {
+        e.content = a.content;
+    }
+    log::warn("event", "{} {}: {}", e.name, store::event_type_text(a.raised), e.content);
+    if (auto s = events.append(e, wall_ms()); !s)
+        log::error("event", "cannot store event: {}", s.error().message());
+}
+
+void Agent::Impl::on_log(const core::AcLog& l, TimePoint now) {
+    if (l.kind == core::LogKind::Backup) {
+        store::BackupRecord r;
+        r.error = l.text;
+        (void)events.append(r, wall_ms());
+        return;
+    }
+    store::FailoverRecord r;
+    r.from = role_text(l.from);
+    r.to = role_text(l.to);
+    r.cause = l.text;
+    r.term = l.term;
+    r.detection = l.detection;
+    if (l.to == core::State::Active && takeover_at) r.takeover = now - *takeover_at;
+    log::info("failover", "{} -> {}: {}", r.from, r.to, r.cause);
+    if (auto s = events.append(r, wall_ms()); !s)
+        log::error("failover", "cannot store failover log: {}", s.error().message());
+}
+
+void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
+    for (const auto& act : actions) {
+        log::debug("core", "action {}", core::describe(act));
+        std::visit(
+            [&](const auto& x) {
+                using T = std::decay_t<decltype(x)>;
+                if constexpr (std::is_same_v<T, core::AcProbeClusterIp>) {
+                    takeover_at = now;
+                    if (!ann || !cfg.cluster_ip) {
+                        post(core::EvArpProbeDone{true, {}});
+                        return;
+                    }
+                    if (auto s = ann->probe(cfg.cluster_ip->addr, now); !s) {
+                        // Cannot prove the address is free: do not promote.
+                        log::error("netlink", "ARP probe failed: {}", s.error().message());
+                        post(core::EvArpProbeDone{true, {}});
+                    }
+                } else if constexpr (std::is_same_v<T, core::AcAcquireClusterIp>) {
+                    if (!addrs || !cfg.cluster_ip) return;
+                    if (auto s = addrs->add(lan_ifindex, *cfg.cluster_ip, "fcmha"); !s) {
+                        log::error("netlink", "add cluster IP: {}", s.error().message());
+                        post(core::EvFault{core::FaultKind::Hardware, true,
+                                           "cannot add cluster IP: " + s.error().message()});
+                        return;
+                    }
+                    if (auto s = ann->announce(cfg.cluster_ip->addr, Clock::now()); !s)
+                        log::warn("netlink", "gratuitous ARP: {}", s.error().message());
+                    ip_held_at = Clock::now();
+                    log::info("netlink", "cluster IP {} added on {}; announced",
+                              cfg.cluster_ip->to_string(), cfg.lan_interface);
+                } else if constexpr (std::is_same_v<T, core::AcReleaseClusterIp>) {
+                    if (!addrs || !cfg.cluster_ip) return;
+                    ann->cancel_announce();
+                    if (auto s = addrs->remove(lan_ifindex, *cfg.cluster_ip); !s)
+                        log::error("netlink", "remove cluster IP: {}", s.error().message());
+                    else
+                        log::info("netlink", "cluster IP {} removed", cfg.cluster_ip->to_string());
+                } else if constexpr (std::is_same_v<T, core::AcStartService>) {
+                    if (auto s = svc.start(); !s) {
+                        log::error("service", "start: {}", s.error().message());
+                        post(core::EvService{core::ServiceState::Failed, s.error().message()});
+                    } else {
+                        arm_service_poll();
+                        if (svc.configured()) post(core::EvService{core::ServiceState::Running, ""});
+                    }
+                } else if constexpr (std::is_same_v<T, core::AcStopService>) {
+                    if (!svc.running()) {
+                        post(core::EvService{core::ServiceState::Stopped, "not running"});
+                    } else if (auto s = svc.stop(); !s) {
+                        log::error("service", "stop: {}", s.error().message());
+                    }
+                } else if constexpr (std::is_same_v<T, core::AcPersistTerm>) {
+                    if (auto s = terms.save({x.term, "Active"}); !s) {
+                        log::error("agent", "cannot persist term {}: {}", x.term, s.error().message());
+                        post(core::EvFault{core::FaultKind::Hardware, true,
+                                           "disk: cannot persist term: " + s.error().message()});
+                    }
+                } else if constexpr (std::is_same_v<T, core::AcSendPeer>) {
+                    if (hb) hb->send_control(x.msg, machine->own_status());
+                } else if constexpr (std::is_same_v<T, core::AcAlert>) {
+                    on_alert(x);
+                } else if constexpr (std::is_same_v<T, core::AcLog>) {
+                    on_log(x, now);
+                } else if constexpr (std::is_same_v<T, core::AcRequestFullSync>) {
+                    if (sync) sync->request_full_sync();
+                } else if constexpr (std::is_same_v<T, core::AcQuarantineData>) {
+                    if (sync) sync->quarantine(x.term);
+                } else if constexpr (std::is_same_v<T, core::AcReboot>) {
+                    log::error("agent", "fault_action = reboot: rebooting the box");
+                    if (std::system("systemctl reboot") != 0) log::error("agent", "reboot failed");
+                } else if constexpr (std::is_same_v<T, core::AcCommandResult>) {
+                    log::info("agent", "command result ok={} {}", x.ok, x.message);
+                } else if constexpr (std::is_same_v<T, core::AcFenceSelf>) {
+                    if (hb) hb->set_fence(x.on);
+                } else {
+                    static_assert(sizeof(T) == 0, "unhandled action");
+                }
+            },
+            act);
+    }
+}
+
+void Agent::Impl::dispatch(TimePoint now) {
+    const core::State before = machine->state();
+    // Adapters post while actions run; drain until quiet.
+    for (int guard = 0; !pending.empty() && guard < 10000; ++guard) {
+        core::Event e = std::move(pending.front());
+        pending.pop_front();
+        execute(machine->handle(e, now), now);
+    }
+    if (machine->state() != before) {
+        role_since = now;
+        if (sync) sync->set_role(machine->state());
+        sd_notifyf(0, "STATUS=%s (%s)", role_text(machine->state()).c_str(),
+                   std::string(core::to_string(machine->ha_status())).c_str());
+    }
+}
+
+json Agent::Impl::status_json() {
+    const auto snap = machine->snapshot();
+    const TimePoint now = Clock::now();
+    json s;
+    s["ha_status"] = std::string(core::to_string(snap.ha_status));
+    s["role"] = role_text(snap.state);
+    s["state"] = std::string(core::to_string(snap.state));
+    s["station"] = cfg.station_type ? std::string(core::to_string(*cfg.station_type)) : "";
+    s["node"] = cfg.node_name;
+    s["mac"] = own_mac.to_string();
+    s["term"] = snap.term;
+    s["serving"] = snap.serving;
+    s["healthy"] = snap.healthy;
+    s["model"] = build.model;
+    s["version"] = build.version;
+    s["uptime_s"] = std::chrono::duration_cast<std::chrono::seconds>(now - started).count();
+    s["role_since_s"] = std::chrono::duration_cast<std::chrono::seconds>(now - role_since).count();
+    s["last_reason"] = snap.last_reason;
+    s["cluster_ip"] = cfg.cluster_ip ? cfg.cluster_ip->to_string() : "";
+    s["config_restricted"] = machine->config_restriction();
+    json peer = json::object();
+    if (snap.peer) {
+        peer["address"] = cfg.peer_ip ? cfg.peer_ip->to_string() : "";
+        peer["mac"] = snap.peer->mac.is_zero() ? std::string("unknown") : snap.peer->mac.to_string();
+        peer["role"] = role_text(snap.peer->state);
+        peer["state"] = std::string(core::to_string(snap.peer->state));
+        peer["station"] = std::string(core::to_string(snap.peer->station));
+        peer["term"] = snap.peer->term;
+        peer["version"] = snap.peer->version;
+        peer["healthy"] = snap.peer->healthy;
+        peer["agent_stale"] = snap.peer->agent_stale;
+        peer["synced"] = snap.peer->synced;
+        peer["direct"] = snap.peer_direct;
+        peer["lan"] = snap.peer_lan;
+        if (snap.peer_last_seen)
+            peer["last_seen_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - *snap.peer_last_seen).count();
+        if (hb && hb->rtt(core::Path::Direct).count())
+            peer["rtt_us"] = hb->rtt(core::Path::Direct).percentile_us(0.5);
+    }
+    s["peer"] = peer;
+    if (hb) {
+        json h;
+        h["mode"] = hb->mode();
+        h["interface"] = cfg.heartbeat_interface;
+        h["interval_us"] = std::chrono::duration_cast<std::chrono::microseconds>(cfg.effective_interval()).count();
+        h["timeout_us"] = std::chrono::duration_cast<std::chrono::microseconds>(cfg.heartbeat_timeout).count();
+        const auto& r = hb->rtt(core::Path::Direct);
+        h["rtt_us"] = {{"p50", r.percentile_us(0.5)}, {"p99", r.percentile_us(0.99)},
+                       {"p999", r.percentile_us(0.999)}, {"max", r.max_us()}, {"count", r.count()}};
+        h["lost"] = lost_count;
+        h["sent"] = hb->counters().sent;
+        h["replies"] = hb->counters().replies;
+        if (hb->mode() != "native XDP")
+            h["warning"] = hb->mode() == "user space"
+                               ? "XDP unavailable: heartbeats answered in user space (slower under load)"
+                               : "native XDP unavailable on this NIC: generic XDP in use";
+        if (auto kc = hb->kernel_counters()) {
+            h["kernel"] = {{"rx_request", kc->rx_request}, {"tx_stale", kc->tx_stale},
+                           {"drop_bad_mac", kc->drop_bad_mac}, {"drop_replay", kc->drop_replay},
+                           {"drop_peer_mac", kc->drop_peer_mac}, {"drop_version", kc->drop_version},
+                           {"drop_short", kc->drop_short}, {"fence_arp", kc->fence_arp}};
+        }
+        s["heartbeat"] = h;
+    }
+    if (sync) {
+        s["sync"] = sync->status_json();
+        s["backup_status"] = sync->backup_in_progress() ? "In progress" : "Idle";
+        s["backup"] = sync->backup_json();
+    } else {
+        s["backup_status"] = "Idle";
+    }
+    json faults = json::array();
+    if (!snap.healthy) faults.push_back({{"kind", "fault"}, {"detail", snap.last_reason}});
+    s["faults"] = faults;
+    return s;
+}
+
+json Agent::Impl::handle_request(const json& req) {
+    const std::string cmd = req.value("cmd", "");
+    const TimePoint now = Clock::now();
+    if (cmd == "status") {
+        json r = status_json();
+        r["ok"] = true;
+        return r;
+    }
+    if (cmd == "switch") {
+        auto acts = machine->handle(core::EvCommand{core::Command::Switch}, now);
+        std::optional<core::AcCommandResult> result;
+        for (const auto& a : acts)
+            if (auto* r = std::get_if<core::AcCommandResult>(&a)) result = *r;
+        execute(acts, now);
+        dispatch(now);
+        if (result && !result->ok) return api::error_response(result->message);
+        return api::ok_response({{"message", "force switch started: stopping the PBX, draining sync, "
+                                             "then handing the cluster IP to the peer"},
+                                 {"state", std::string(core::to_string(machine->state()))}});
+    }
+    if (cmd == "config_show") {
+        return api::ok_response({{"path", config_path}, {"toml", core::to_toml(cfg)}});
+    }
+    if (cmd == "config_set") {
+        if (auto why = machine->config_restriction(); !why.empty()) return api::error_response(why);
+        const std::string name = req.value("key", "");
+        const std::string value = req.value("value", "");
+        auto text = read_file(config_path);
+        if (!text) return api::error_response(text.error().message());
+        auto updated = core::set_config_value(*text, name, value);
+        if (!updated) return api::error_response(updated.error().message());
+        auto parsed = core::parse_config(*updated);
+        if (!parsed.config) return api::error_response("refused: the new configuration has issues");
+        if (name == "ha.enable" && !parsed.config->enable) {
+            auto acts = machine->handle(core::EvCommand{core::Command::DisableHa}, now);
+            for (const auto& a : acts)
+                if (auto* r = std::get_if<core::AcCommandResult>(&a); r && !r->ok)
+                    return api::error_response(r->message);
+            execute(acts, now);
+        }
+        if (auto s = write_file_atomic(config_path, *updated, 0644); !s)
+            return api::error_response(s.error().message());
+        // Fault switches and the peer MAC apply at once; the rest at the next start, as the
+        // guide's "HA configuration requires the FCM to reboot".
+        cfg.software_fault_switch = parsed.config->software_fault_switch;
+        cfg.hardware_fault_switch = parsed.config->hardware_fault_switch;
+        cfg.peer_mac = parsed.config->peer_mac;
+        machine->reconfigure(core::MachineConfig::from(cfg, build.model, build.proto, build.version, own_mac));
+        dispatch(now);
+        return api::ok_response({{"message", fmt::format("{} = {} saved to {}", name, value, config_path)}});
+    }
+    if (cmd == "log" || cmd == "events") return api::answer_store_query(events, req);
+    if (cmd == "sync_status") {
+        if (!sync) return api::error_response("sync is not running (HA disabled)");
+        json r = sync->status_json();
+        r["ok"] = true;
+        return r;
+    }
+    if (cmd == "sync_full") {
+        if (!sync) return api::error_response("sync is not running (HA disabled)");
+        auto why = sync->start_full_backup(machine->state());
+        if (!why.empty()) return api::error_response(why);
+        return api::ok_response({{"message", "full backup started"}});
+    }
+    if (cmd == "debug") {
+        log::set_debug(req.value("subsystem", ""), req.value("on", true));
+        return api::ok_response();
+    }
+    return api::error_response("unknown command '" + cmd + "'");
+}
+
+void Agent::Impl::shutdown() {
+    log::info("agent", "stopping: releasing the cluster IP and the PBX");
+    sd_notify(0, "STOPPING=1");
+    auto snap = machine->snapshot();
+    if (snap.serving && addrs && cfg.cluster_ip) (void)addrs->remove(lan_ifindex, *cfg.cluster_ip);
+    if (svc.running()) {
+        (void)svc.stop();
+        for (int i = 0; i < 100 && svc.running(); ++i) {
+            if (svc.reap()) break;
+            usleep(50000);
+            svc.on_deadline(Clock::now());
+        }
+    }
+    if (hb) hb->detach();
+    if (sync) sync->stop();
+    if (ctl) ctl->stop();
+}
+
+int Agent::Impl::loop() {
+    if (cfg.prober_rt_priority > 0 && cfg.enable) {
+        // The prober is the weak side under CPU load: a nice-0 thread waits a scheduler tick.
+        sched_param sp{};
+        sp.sched_priority = cfg.prober_rt_priority;
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
+            log::warn("agent", "SCHED_FIFO {} not permitted: {}", cfg.prober_rt_priority, std::strerror(errno));
+        if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
+            log::warn("agent", "mlockall failed: {}", std::strerror(errno));
+    }
+    sig_op = std::make_unique<PollOp>(ring, [this](int) {
+        signalfd_siginfo si{};
+        while (::read(sigfd.get(), &si, sizeof si) == sizeof si) {
+            if (si.ssi_signo == SIGHUP) {
+                log::info("agent", "SIGHUP: configuration is read at start; restart to apply");
+            } else {
+                stopping = true;
+            }
+        }
+    });
+    sig_op->arm(sigfd.get());
+    ctl_op = std::make_unique<PollOp>(ring, [this](int) {
+        ctl->drain([this](const json& req) { return handle_request(req); });
+    });
+    ctl_op->arm(ctl->event_fd());
+    if (links) {
+        nl_op = std::make_unique<PollOp>(ring, [this](int) {
+            if (auto s = links->on_readable([this](const nl::MonitorEvent& e) { on_link_event(e); }); !s)
+                log::warn("netlink", "{}", s.error().message());
+        });
+        nl_op->arm(links->fd());
+        (void)links->resync([this](const nl::MonitorEvent& e) { on_link_event(e); });
+    }
+    if (ann) {
+        ann_op = std::make_unique<PollOp>(ring, [this](int) {
+            auto r = ann->on_readable(Clock::now());
+            if (r && *r) post(core::EvArpProbeDone{(*r)->conflict, (*r)->by});
+        });
+        ann_op->arm(ann->fd());
+    }
+    if (sync) {
+        sync_op = std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
+        sync_op->arm(sync->event_fd());
+    }
+
+    const TimePoint t0 = Clock::now();
+    execute(machine->start(t0), t0);
+    dispatch(t0);
+    if (sync) sync->set_role(machine->state());
+    if (sd_watchdog_enabled(0, &watchdog_usec) <= 0) watchdog_usec = 0;
+    sd_notify(0, "READY=1");
+    log::info("agent", "running: station={} state={} term={} heartbeat={} cluster_ip={}",
+              cfg.station_type ? std::string(core::to_string(*cfg.station_type)) : "-",
+              core::to_string(machine->state()), machine->term(), hb ? hb->mode() : "off",
+              cfg.cluster_ip ? cfg.cluster_ip->to_string() : "-");
+
+    while (!stopping) {
+        TimePoint now = Clock::now();
+        if (hb) {
+            hb->publish(machine->own_status(), now);
+            hb->on_timer(now);
+        }
+        if (ann) {
+            if (auto d = ann->next_deadline(); d && now >= *d) {
+                auto r = ann->on_deadline(now);
+                if (r && *r) post(core::EvArpProbeDone{(*r)->conflict, (*r)->by});
+            }
+        }
+        if (auto d = svc.kill_deadline(); d && now >= *d) svc.on_deadline(now);
+        if (sync) sync->poll(*machine, pending, now);
+        if (auto d = machine->next_deadline(); d && now >= *d) post(core::EvTick{});
+        dispatch(now);
+        if (watchdog_usec && now >= next_watchdog) {
+            sd_notify(0, "WATCHDOG=1");
+            next_watchdog = now + std::chrono::microseconds(watchdog_usec / 2);
+        }
+
+        std::optional<TimePoint> deadline = machine->next_deadline();
+        auto consider = [&](std::optional<TimePoint> d) {
+            if (d && (!deadline || *d < *deadline)) deadline = d;
+        };
+        if (hb) consider(hb->next_deadline());
+        if (ann) consider(ann->next_deadline());
+        consider(svc.kill_deadline());
+        if (sync) consider(sync->next_deadline());
+        if (watchdog_usec) consider(next_watchdog);
+        // The BPF alive-until stamp must be refreshed well within the timeout even when idle.
+        consider(now + std::min<Duration>(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout) / 4,
+                                          std::chrono::seconds(1)));
+        if (auto r = ring.run_once(deadline); !r) {
+            log::error("agent", "event loop: {}", r.error().message());
+            break;
+        }
+    }
+    shutdown();
+    return 0;
+}
+
+int Agent::run() { return impl_->loop(); }
+
+}  // namespace ha

@@ -1,0 +1,413 @@
+#include "agent/heartbeat.hpp"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/log.hpp"
+
+namespace ha {
+
+namespace {
+constexpr int kDirect = 0;
+constexpr int kLan = 1;
+
+sockaddr_storage to_sockaddr(const IpAddr& ip, std::uint16_t port, socklen_t& len) {
+    sockaddr_storage ss{};
+    if (ip.is_v4()) {
+        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        std::memcpy(&sin->sin_addr, ip.bytes.data(), 4);
+        len = sizeof(sockaddr_in);
+    } else {
+        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port);
+        std::memcpy(&sin6->sin6_addr, ip.bytes.data(), 16);
+        len = sizeof(sockaddr_in6);
+    }
+    return ss;
+}
+
+std::string trimmed(const std::string& s, std::size_t max) { return s.substr(0, max); }
+}  // namespace
+
+// One outstanding recvmsg on the heartbeat socket, re-armed after every completion.
+class Heartbeat::RecvOp final : public io::Completion {
+public:
+    explicit RecvOp(Heartbeat& hb) : hb_(hb) {}
+    void arm() {
+        iov_.iov_base = buf_.data();
+        iov_.iov_len = buf_.size();
+        std::memset(&msg_, 0, sizeof msg_);
+        msg_.msg_name = &from_;
+        msg_.msg_namelen = sizeof from_;
+        msg_.msg_iov = &iov_;
+        msg_.msg_iovlen = 1;
+        io_uring_sqe* s = hb_.ring_.sqe();
+        io_uring_prep_recvmsg(s, hb_.sock_.get(), &msg_, 0);
+        io_uring_sqe_set_data(s, this);
+        armed_ = true;
+    }
+    void completed(int res, unsigned) override {
+        armed_ = false;
+        if (closing_) return;
+        if (res > 0) hb_.on_datagram(static_cast<std::size_t>(res));
+        else if (res < 0 && res != -EAGAIN && res != -EINTR)
+            log::warn("hb", "recvmsg failed: {}", std::strerror(-res));
+        arm();
+    }
+    std::array<std::uint8_t, 512> buf_{};
+    sockaddr_storage from_{};
+    bool armed_ = false;
+    bool closing_ = false;
+
+private:
+    Heartbeat& hb_;
+    iovec iov_{};
+    msghdr msg_{};
+};
+
+Heartbeat::Heartbeat(const core::Config& cfg, const Key& key, std::uint32_t epoch, io::Ring& ring,
+                     Sink sink)
+    : cfg_(cfg),
+      key_(key),
+      ring_(ring),
+      sink_(std::move(sink)),
+      epoch_(epoch),
+      live_{core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout)),
+            core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout))},
+      timeout_(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout)) {
+    peer_addr_[kDirect] = cfg.peer_ip;
+    peer_addr_[kLan] = cfg.peer_lan_ip;
+    interval_[kDirect] = std::chrono::duration_cast<Duration>(cfg.effective_interval());
+    interval_[kLan] = std::chrono::duration_cast<Duration>(cfg.effective_lan_interval());
+}
+
+Result<std::unique_ptr<Heartbeat>> Heartbeat::create(const core::Config& cfg, const Key& key,
+                                                     std::uint32_t epoch, io::Ring& ring,
+                                                     Sink sink) {
+    std::unique_ptr<Heartbeat> hb(new Heartbeat(cfg, key, epoch, ring, std::move(sink)));
+    if (auto s = hb->open_socket(); !s) return unexpected(s.error());
+    if (auto s = hb->attach_responders(); !s) return unexpected(s.error());
+    hb->recv_ = std::make_unique<RecvOp>(*hb);
+    hb->recv_->arm();
+    const TimePoint now = Clock::now();
+    hb->next_send_ = {now, now};
+    return hb;
+}
+
+Heartbeat::~Heartbeat() {
+    if (recv_ && recv_->armed_) {
+        // The kernel may still write into the receive buffer: cancel and wait for the final CQE.
+        recv_->closing_ = true;
+        io_uring_sqe* s = ring_.sqe();
+        io_uring_prep_cancel(s, recv_.get(), 0);
+        io_uring_sqe_set_data(s, nullptr);
+        for (int i = 0; i < 100 && recv_->armed_; ++i) (void)ring_.run_once(Clock::now() + std::chrono::milliseconds(10));
+    }
+}
+
+Status Heartbeat::open_socket() {
+    const bool v6 = cfg_.peer_ip && cfg_.peer_ip->is_v6();
+    sock_.reset(::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!sock_) return last_errno("heartbeat socket");
+    int one = 1;
+    ::setsockopt(sock_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // Heartbeats must not queue behind bulk traffic on a shared NIC.
+    int prio = 6;
+    ::setsockopt(sock_.get(), SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio);
+    IpAddr any;
+    any.family = v6 ? 6 : 4;
+    socklen_t len = 0;
+    sockaddr_storage ss = to_sockaddr(any, cfg_.heartbeat_port, len);
+    if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
+        return last_errno(fmt::format("bind heartbeat port {}", cfg_.heartbeat_port));
+    return {};
+}
+
+Status Heartbeat::attach_responders() {
+    if (cfg_.xdp_mode == core::XdpMode::Userspace) {
+        userspace_ = true;
+        log::warn("hb", "heartbeat responder in user space (xdp_mode = userspace)");
+        return {};
+    }
+    // systemd mounts bpffs at /sys/fs/bpf; a minimal init may not. Pins need it.
+    struct statfs sfs {};
+    if (::statfs("/sys/fs/bpf", &sfs) != 0 || sfs.f_type != BPF_FS_MAGIC) {
+        if (::mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
+            log::warn("hb", "cannot mount bpffs at /sys/fs/bpf: {}", std::strerror(errno));
+        else
+            log::info("hb", "mounted bpffs at /sys/fs/bpf");
+    }
+    auto make = [&](const std::string& ifname, bool is_lan) -> Result<bpf::Responder> {
+        bpf::ResponderOptions o;
+        o.ifname = ifname;
+        o.ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+        if (o.ifindex == 0) return last_errno("interface " + ifname);
+        o.attach_mode = cfg_.xdp_mode == core::XdpMode::Native    ? bpf::AttachMode::Native
+                        : cfg_.xdp_mode == core::XdpMode::Generic ? bpf::AttachMode::Generic
+                                                                  : bpf::AttachMode::Auto;
+        o.port = cfg_.heartbeat_port;
+        o.is_lan = is_lan;
+        o.pin_root = cfg_.bpf_pin_root;
+        o.key = key_;
+        // The configured peer MAC is the peer's heartbeat NIC; its LAN requests come from another.
+        if (!is_lan) o.peer_mac = cfg_.peer_mac;
+        if (is_lan && cfg_.cluster_ip && cfg_.cluster_ip->addr.is_v4())
+            o.cluster_ip = cfg_.cluster_ip->addr;
+        return bpf::Responder::create(o);
+    };
+    auto hb = make(cfg_.heartbeat_interface, false);
+    if (!hb) {
+        if (cfg_.xdp_mode != core::XdpMode::Auto) return unexpected(hb.error());
+        // Fallback chain: native, generic (inside create), then user space with a warning.
+        log::warn("hb", "XDP responder unavailable ({}); answering heartbeats in user space",
+                  hb.error().message());
+        userspace_ = true;
+        return {};
+    }
+    hb_resp_.emplace(std::move(*hb));
+    if (!cfg_.lan_interface.empty() && cfg_.lan_interface != cfg_.heartbeat_interface) {
+        auto lan = make(cfg_.lan_interface, true);
+        if (!lan) {
+            log::warn("hb", "XDP on LAN NIC {} failed ({}); no in-kernel fence there",
+                      cfg_.lan_interface, lan.error().message());
+        } else {
+            lan_resp_.emplace(std::move(*lan));
+        }
+    }
+    log::info("hb", "XDP responder on {} mode={}{}; LAN {}", cfg_.heartbeat_interface,
+              hb_resp_->mode(), hb_resp_->adopted() ? " (re-adopted pinned link)" : "",
+              lan_resp_ ? std::string(lan_resp_->mode()) : std::string("none"));
+    return {};
+}
+
+std::string Heartbeat::mode() const {
+    if (userspace_) return "user space";
+    if (hb_resp_ && hb_resp_->mode() == "native") return "native XDP";
+    return "generic XDP";
+}
+
+void Heartbeat::publish(const core::PeerStatus& self, TimePoint now) {
+    bpf::NodeState ns;
+    ns.term = self.term;
+    ns.station = static_cast<std::uint8_t>(self.station);
+    ns.state = static_cast<std::uint8_t>(self.state);
+    ns.ha_enabled = self.ha_enabled;
+    ns.healthy = self.healthy;
+    ns.synced = self.synced;
+    ns.proto_version = self.proto;
+    ns.model = trimmed(self.model, HA_MODEL_LEN);
+    ns.version = trimmed(self.version, HA_VERSION_LEN);
+    auto w = bpf::to_wire(ns);
+    if (!w) return;
+    self_wire_ = *w;
+    ha_agent_state st{};
+    st.self = self_wire_;
+    st.alive_until_ns = to_mono_ns(now + timeout_);
+    for (auto* r : {hb_resp_ ? &*hb_resp_ : nullptr, lan_resp_ ? &*lan_resp_ : nullptr}) {
+        if (r == nullptr) continue;
+        if (auto s = r->set_state(st); !s) log::warn("hb", "set_state: {}", s.error().message());
+    }
+}
+
+core::PeerStatus Heartbeat::to_peer_status(const bpf::NodeState& s) const {
+    core::PeerStatus p;
+    p.station = static_cast<core::StationType>(s.station);
+    p.state = static_cast<core::State>(s.state);
+    p.term = s.term;
+    p.ha_enabled = s.ha_enabled;
+    p.healthy = s.healthy;
+    p.agent_stale = s.agent_stale;
+    p.synced = s.synced;
+    p.model = s.model;
+    p.proto = s.proto_version;
+    p.version = s.version;
+    // The kernel drops heartbeats from any other MAC when one is configured.
+    if (cfg_.peer_mac) p.mac = *cfg_.peer_mac;
+    else if (peer_mac_seen_) p.mac = *peer_mac_seen_;
+    return p;
+}
+
+void Heartbeat::send_request(int path, TimePoint now) {
+    if (!peer_addr_[static_cast<std::size_t>(path)]) return;
+    const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
+    auto bytes = bpf::build_request(self_wire_, key_, seq, to_mono_ns(now));
+    socklen_t len = 0;
+    sockaddr_storage to = to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
+    // A plain sendto: the datagram is 88 bytes and the socket never blocks. Only a request that
+    // left counts as evidence for the loss verdict.
+    ssize_t n = ::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
+                         reinterpret_cast<sockaddr*>(&to), len);
+    if (n != static_cast<ssize_t>(bytes.size())) {
+        ++counters_.send_errors;
+        return;
+    }
+    ++counters_.sent;
+    live_[static_cast<std::size_t>(path)].sent(seq, now);
+}
+
+void Heartbeat::send_control(core::PeerMsg msg, const core::PeerStatus&) {
+    const TimePoint now = Clock::now();
+    for (int path : {kDirect, kLan}) {
+        if (!peer_addr_[static_cast<std::size_t>(path)]) continue;
+        const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
+        auto bytes = bpf::build_control(static_cast<std::uint8_t>(msg), self_wire_, key_, seq,
+                                        to_mono_ns(now));
+        socklen_t len = 0;
+        sockaddr_storage to =
+            to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
+        if (::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
+                     reinterpret_cast<sockaddr*>(&to), len) < 0)
+            ++counters_.send_errors;
+    }
+}
+
+void Heartbeat::on_datagram(std::size_t len) {
+    const TimePoint now = Clock::now();
+    auto msg = bpf::parse_message(std::span<const std::uint8_t>(recv_->buf_.data(), len), key_);
+    if (!msg) {
+        ++counters_.bad;
+        log::debug("hb", "dropped datagram: {}", msg.error().message());
+        return;
+    }
+    // Which path: by the sender's address.
+    IpAddr from;
+    if (recv_->from_.ss_family == AF_INET) {
+        from.family = 4;
+        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in*>(&recv_->from_)->sin_addr, 4);
+    } else {
+        from.family = 6;
+        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in6*>(&recv_->from_)->sin6_addr, 16);
+    }
+    int path = -1;
+    for (int p : {kDirect, kLan})
+        if (peer_addr_[static_cast<std::size_t>(p)] && *peer_addr_[static_cast<std::size_t>(p)] == from) path = p;
+    if (path < 0) {
+        ++counters_.bad;
+        return;
+    }
+    const auto ps = static_cast<std::size_t>(path);
+    switch (msg->type) {
+        case bpf::MsgType::Reply: {
+            auto rtt = live_[ps].replied(msg->seq, now);
+            if (!rtt) {
+                ++counters_.unmatched;  // late, duplicated or replayed: not evidence of anything
+                return;
+            }
+            ++counters_.replies;
+            rtt_[ps].add(*rtt);
+            sink_.seen(static_cast<core::Path>(path), to_peer_status(msg->state));
+            return;
+        }
+        case bpf::MsgType::Control:
+            if (msg->seq <= last_control_seq_) {
+                ++counters_.unmatched;
+                return;
+            }
+            last_control_seq_ = msg->seq;
+            live_[ps].heard(now);
+            sink_.control(static_cast<core::PeerMsg>(msg->control), msg->state.term);
+            return;
+        case bpf::MsgType::Request: {
+            // Only in user-space mode do requests reach us (XDP answers them in the kernel).
+            if (msg->seq <= last_request_seq_) {
+                ++counters_.unmatched;
+                return;
+            }
+            last_request_seq_ = msg->seq;
+            auto reply = bpf::make_reply(std::span<const std::uint8_t>(recv_->buf_.data(), len),
+                                         self_wire_, key_, to_mono_ns(now),
+                                         to_mono_ns(now + timeout_));
+            ::sendto(sock_.get(), reply.data(), reply.size(), MSG_DONTWAIT,
+                     reinterpret_cast<sockaddr*>(&recv_->from_),
+                     recv_->from_.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+            live_[ps].heard(now);
+            sink_.seen(static_cast<core::Path>(path), to_peer_status(msg->state));
+            return;
+        }
+    }
+}
+
+void Heartbeat::on_timer(TimePoint now) {
+    for (int path : {kDirect, kLan}) {
+        const auto ps = static_cast<std::size_t>(path);
+        if (!peer_addr_[ps]) continue;
+        if (now >= next_send_[ps]) {
+            send_request(path, now);
+            // Keep the cadence; after a stall, do not burst to catch up.
+            next_send_[ps] += interval_[ps];
+            if (next_send_[ps] <= now) next_send_[ps] = now + interval_[ps];
+        }
+    }
+    // The peer's requests, as the kernel recorded them: evidence of life without a wake-up each.
+    auto poll_peer = [&](std::optional<bpf::Responder>& r, int path) {
+        if (!r) return;
+        auto seen = r->last_request();
+        if (!seen || !*seen) return;
+        const auto ps = static_cast<std::size_t>(path);
+        if ((*seen)->last_request_ns == last_req_ns_[ps]) return;
+        last_req_ns_[ps] = (*seen)->last_request_ns;
+        if (!(*seen)->src_mac.is_zero()) peer_mac_seen_ = (*seen)->src_mac;
+        live_[ps].heard(from_mono_ns((*seen)->last_request_ns));
+        sink_.seen(static_cast<core::Path>(path), to_peer_status((*seen)->state));
+    };
+    poll_peer(hb_resp_, kDirect);
+    poll_peer(lan_resp_, kLan);
+    if (hb_resp_) {
+        if (auto c = hb_resp_->counters(); c && c->drop_peer_mac > foreign_drops_) {
+            foreign_drops_ = c->drop_peer_mac;
+            sink_.foreign_mac();
+        }
+    }
+    for (int path : {kDirect, kLan}) {
+        const auto ps = static_cast<std::size_t>(path);
+        if (!peer_addr_[ps]) continue;
+        if (auto changed = live_[ps].update(now); changed && !*changed) {
+            sink_.lost(static_cast<core::Path>(path));
+        }
+    }
+}
+
+std::optional<TimePoint> Heartbeat::next_deadline() const {
+    std::optional<TimePoint> d;
+    for (int path : {kDirect, kLan}) {
+        const auto ps = static_cast<std::size_t>(path);
+        if (!peer_addr_[ps]) continue;
+        if (!d || next_send_[ps] < *d) d = next_send_[ps];
+        if (auto c = live_[ps].next_check(); c && (!d || *c < *d)) d = c;
+    }
+    return d;
+}
+
+void Heartbeat::set_fence(bool on) {
+    if (lan_resp_) {
+        if (auto s = lan_resp_->set_fence(on); !s) log::warn("hb", "set_fence: {}", s.error().message());
+    }
+}
+
+void Heartbeat::detach() {
+    for (auto* r : {hb_resp_ ? &*hb_resp_ : nullptr, lan_resp_ ? &*lan_resp_ : nullptr}) {
+        if (r == nullptr) continue;
+        if (auto s = r->detach_and_unpin(); !s) log::warn("hb", "detach: {}", s.error().message());
+    }
+}
+
+Result<ha_counters> Heartbeat::kernel_counters() const {
+    if (!hb_resp_) return ha_counters{};
+    return hb_resp_->counters();
+}
+
+}  // namespace ha
