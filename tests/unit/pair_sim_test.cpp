@@ -44,6 +44,7 @@ struct Box {
     std::optional<TimePoint> sync_done_at;
     std::uint64_t lag = 0;
     PeerStatus published{};  // the state the kernel answers with (refreshed each agent loop)
+    std::uint64_t max_peer_term_heard = 0;  // since this agent started
 
     [[nodiscard]] bool agent_runs() const { return powered && !hung && m.has_value(); }
     [[nodiscard]] bool fenced(TimePoint now) const { return fence_flag || now > alive_until; }
@@ -85,7 +86,7 @@ public:
     }
 
     std::uint64_t promotions = 0, switches_ok = 0, switches_refused = 0, handoffs = 0,
-                  demotions_split = 0, kills = 0, hangs = 0, cuts = 0;
+                  demotions_split = 0, kills = 0, hangs = 0, cuts = 0, partitions = 0;
 
 private:
     std::mt19937_64 rng_;
@@ -114,6 +115,7 @@ private:
         b.sync_done_at.reset();
         b.initial_synced = false;
         b.alive_until = now_ + kTimeout;
+        b.max_peer_term_heard = 0;
         apply(i, b.m->start(now_));
     }
 
@@ -121,6 +123,8 @@ private:
         Box& b = boxes_[i];
         if (!b.agent_runs()) return;
         ++events_;
+        if (auto* seen = std::get_if<EvPeerSeen>(&e))
+            b.max_peer_term_heard = std::max(b.max_peer_term_heard, seen->peer.term);
         apply(i, b.m->handle(e, now_));
     }
 
@@ -155,6 +159,11 @@ private:
                 b.lag = 0;
             } else if (auto* t = std::get_if<AcPersistTerm>(&a)) {
                 EXPECT_GT(t->term, b.persisted_term) << "term went backwards; seed " << seed_;
+                // "Higher term wins" must mean "newer wins": a promotion outranks every term
+                // this box has heard from its peer.
+                EXPECT_GT(t->term, b.max_peer_term_heard)
+                    << "box" << i << " promoted to term " << t->term << " not above the peer's "
+                    << b.max_peer_term_heard << "; seed " << seed_ << "\n" << tail();
                 b.persisted_term = t->term;
             } else if (auto* s = std::get_if<AcSendPeer>(&a)) {
                 Box& p = peer_of(i);
@@ -241,6 +250,16 @@ private:
     }
 
     void perturb() {
+        // A full partition (both paths at once), often with a restart on one side while it lasts:
+        // the way two actives with equal terms can meet when it heals.
+        if (!links_[0].cut && !links_[1].cut && chance(0.001)) {
+            links_[0].cut = links_[1].cut = true;
+            ++partitions;
+            if (chance(0.5)) {
+                const int victim = static_cast<int>(rng_() % 2);
+                if (boxes_[victim].powered) boot(victim);
+            }
+        }
         // Link faults.
         for (int path = 0; path < 2; ++path) {
             Link& l = links_[path];
@@ -338,7 +357,7 @@ TEST(PairSim, InvariantsHoldOverHundredThousandRandomEvents) {
         total_splits += sim.demotions_split;
         total_handoffs += sim.handoffs;
         std::printf("seed %llu: promotions=%llu switches ok=%llu refused=%llu handoffs=%llu "
-                    "split-brain demotions=%llu kills=%llu hangs=%llu cuts=%llu\n",
+                    "split-brain demotions=%llu kills=%llu hangs=%llu cuts=%llu partitions=%llu\n",
                     static_cast<unsigned long long>(seeds[k]),
                     static_cast<unsigned long long>(sim.promotions),
                     static_cast<unsigned long long>(sim.switches_ok),
@@ -347,7 +366,8 @@ TEST(PairSim, InvariantsHoldOverHundredThousandRandomEvents) {
                     static_cast<unsigned long long>(sim.demotions_split),
                     static_cast<unsigned long long>(sim.kills),
                     static_cast<unsigned long long>(sim.hangs),
-                    static_cast<unsigned long long>(sim.cuts));
+                    static_cast<unsigned long long>(sim.cuts),
+                    static_cast<unsigned long long>(sim.partitions));
     }
     // The run must have exercised what it claims to check.
     EXPECT_GT(total_promotions, 50u);
