@@ -18,6 +18,7 @@
 #include "agent/api/store_queries.hpp"
 #include "agent/heartbeat.hpp"
 #include "agent/io/ring.hpp"
+#include "agent/service/probe.hpp"
 #include "agent/service/supervisor.hpp"
 #include "agent/store/event_store.hpp"
 #include "agent/store/guide_format.hpp"
@@ -110,10 +111,12 @@ struct Agent::Impl {
     int hb_ifindex = 0;
     MacAddr own_mac;
     service::Supervisor svc;
+    std::optional<service::LivenessProbe> probe;
+    std::optional<service::CoreDumpWatch> cores;
     std::unique_ptr<api::ControlServer> ctl;
     std::unique_ptr<SyncBridge> sync;
     UniqueFd sigfd;
-    std::unique_ptr<PollOp> sig_op, ctl_op, nl_op, ann_op, svc_op, sync_op;
+    std::unique_ptr<PollOp> sig_op, ctl_op, nl_op, ann_op, svc_op, sync_op, probe_op, core_op;
     std::deque<core::Event> pending;
     bool stopping = false;
     TimePoint started;
@@ -226,6 +229,18 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
         auto sb = SyncBridge::create(a.cfg, a.key, a.events);
         if (!sb) return unexpected(sb.error().wrap("sync"));
         a.sync = std::move(*sb);
+    }
+
+    if (a.cfg.enable && a.cfg.service.probe != core::ProbeKind::None && a.cfg.cluster_ip) {
+        auto pr = service::LivenessProbe::create(a.cfg.service, a.cfg.cluster_ip->addr);
+        if (!pr) return unexpected(pr.error().wrap("PBX liveness probe"));
+        a.probe.emplace(std::move(*pr));
+    }
+    if (!a.cfg.service.core_dump_dir.empty()) {
+        if (auto s = make_dirs(a.cfg.service.core_dump_dir, 0755); !s) return unexpected(s.error());
+        auto cw = service::CoreDumpWatch::create(a.cfg.service.core_dump_dir);
+        if (!cw) return unexpected(cw.error());
+        a.cores.emplace(std::move(*cw));
     }
 
     api::ServerOptions co;
@@ -503,6 +518,15 @@ json Agent::Impl::status_json() {
     } else {
         s["backup_status"] = "Idle";
     }
+    json service = {{"configured", svc.configured()}, {"running", svc.running()}};
+    if (svc.running()) service["pid"] = svc.pid();
+    if (probe) {
+        service["probe"] = {{"kind", std::string(core::to_string(cfg.service.probe))},
+                            {"enabled", probe->enabled()},
+                            {"sent", probe->probes_sent()},
+                            {"consecutive_failures", probe->consecutive_failures()}};
+    }
+    s["service"] = service;
     json faults = json::array();
     if (!snap.healthy) faults.push_back({{"kind", "fault"}, {"detail", snap.last_reason}});
     s["faults"] = faults;
@@ -638,6 +662,23 @@ int Agent::Impl::loop() {
         });
         ann_op->arm(ann->fd());
     }
+    if (probe && probe->fd() >= 0) {
+        probe_op = std::make_unique<PollOp>(ring, [this](int) {
+            if (auto v = probe->on_readable(Clock::now()))
+                post(core::EvFault{core::FaultKind::Software, v->fault, v->detail});
+        });
+        probe_op->arm(probe->fd());
+    }
+    if (cores) {
+        core_op = std::make_unique<PollOp>(ring, [this](int) {
+            for (const auto& name : cores->drain()) {
+                // A core dump is a software fault even when the PBX restarted by itself.
+                post(core::EvFault{core::FaultKind::Software, true,
+                                   fmt::format("core dump {}/{}", cfg.service.core_dump_dir, name)});
+            }
+        });
+        core_op->arm(cores->fd());
+    }
     if (sync) {
         sync_op = std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
         sync_op->arm(sync->event_fd());
@@ -667,6 +708,14 @@ int Agent::Impl::loop() {
             }
         }
         if (auto d = svc.kill_deadline(); d && now >= *d) svc.on_deadline(now);
+        if (probe) {
+            // Probe the PBX only where it should answer: on the active, while it runs.
+            probe->enable(machine->snapshot().serving && svc.running(), now);
+            if (auto d = probe->next_deadline(); d && now >= *d) {
+                if (auto v = probe->on_deadline(now))
+                    post(core::EvFault{core::FaultKind::Software, v->fault, v->detail});
+            }
+        }
         if (sync) sync->poll(*machine, pending, now);
         if (auto d = machine->next_deadline(); d && now >= *d) post(core::EvTick{});
         dispatch(now);
@@ -682,6 +731,7 @@ int Agent::Impl::loop() {
         if (hb) consider(hb->next_deadline());
         if (ann) consider(ann->next_deadline());
         consider(svc.kill_deadline());
+        if (probe) consider(probe->next_deadline());
         if (sync) consider(sync->next_deadline());
         if (watchdog_usec) consider(next_watchdog);
         // The BPF alive-until stamp must be refreshed well within the timeout even when idle.

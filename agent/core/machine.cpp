@@ -288,6 +288,9 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
 
 void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
     const PeerStatus& p = e.peer;
+    // The peer's kernel answers before its agent first published a state (it just started):
+    // the reply is stale and empty and says nothing about the peer's configuration.
+    if (p.agent_stale && p.model.empty() && p.term == 0) return;
     if (cfg_.peer_mac && !cfg_.peer_mac->is_zero() && !(p.mac == *cfg_.peer_mac)) {
         // The adapter filters by MAC too; this is the belt to its braces.
         on(EvForeignPeer{p.mac}, now, out);
@@ -384,7 +387,7 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
                 out.push_back(AcLog{LogKind::Failover,
                                     fmt::format("handed over to the peer (term {}): {}", p.term,
                                                 pending_reason_),
-                                    State::HandingOff, State::Standby, p.term, Duration{0}});
+                                    State::Active, State::Standby, p.term, Duration{0}});
                 enter(State::Standby, "peer took over: " + pending_reason_, now, out);
                 alert(AlertKind::HandoffFailed, false, "peer took over", out);
                 if (cfg_.fault_action == FaultAction::Reboot && !healthy()) {

@@ -441,3 +441,14 @@ TEST(Machine, ClusterIpRemovedBehindOurBackIsRestored) {
     EXPECT_TRUE(has<AcAcquireClusterIp>(a));
     EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::ClusterIpRemoved);
 }
+
+TEST(Machine, StaleEmptyReplyFromAPeerWhoseAgentNeverPublishedIsIgnored) {
+    // A starting peer's kernel answers before its agent wrote a state: no pairing verdict yet.
+    Fixture f(cfg(StationType::Primary));
+    PeerStatus empty;
+    empty.agent_stale = true;
+    empty.station = StationType::Secondary;
+    auto a = f.ev(EvPeerSeen{Path::Direct, empty});
+    EXPECT_TRUE(a.empty());
+    EXPECT_EQ(f.m.ha_status(), HaStatus::Single);
+}
