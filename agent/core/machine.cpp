@@ -199,7 +199,8 @@ void Machine::reconfigure(const MachineConfig& config) {
 
 std::optional<TimePoint> Machine::next_deadline() const {
     std::optional<TimePoint> d = deadline_;
-    if (resend_at_ && (!d || *resend_at_ < *d)) d = resend_at_;
+    for (const auto& t : {resend_at_, hb_clear_at_})
+        if (t && (!d || *t < *d)) d = t;
     return d;
 }
 
@@ -238,6 +239,10 @@ Actions Machine::handle(const Event& ev, TimePoint now) {
 // --- timers ---------------------------------------------------------------------------------
 
 void Machine::on(const EvTick&, TimePoint now, Actions& out) {
+    if (hb_clear_at_ && now >= *hb_clear_at_) {
+        hb_clear_at_.reset();
+        if (peer_visible()) alert(AlertKind::Heartbeat, false, "has recovered from failure", out);
+    }
     if (resend_at_ && now >= *resend_at_ && state_ == State::HandingOff) {
         out.push_back(AcSendPeer{PeerMsg::TakeoverNow, term_});
         resend_at_ = now + cfg_.interval;
@@ -314,8 +319,10 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
         return;
     }
     alert(AlertKind::PairRefused, false, "peer compatible", out);
-    if (!was_visible) {
-        alert(AlertKind::Heartbeat, false, "has recovered from failure", out);
+    if (!was_visible && (alerts_raised_ & kAlertBit(AlertKind::Heartbeat)) != 0 && !hb_clear_at_) {
+        // A flapping link must not flood the log: restore only once the peer stayed back for a
+        // hold time; a loss before then keeps the one alert raised.
+        hb_clear_at_ = now + std::max<Duration>(cfg_.timeout, std::chrono::seconds(1));
     }
     alert(AlertKind::VersionMismatch, p.version != cfg_.version,
           p.version != cfg_.version
@@ -416,7 +423,7 @@ void Machine::on(const EvPeerLost& e, TimePoint now, Actions& out) {
               "heartbeat link lost; peer still answers over the LAN", out);
     }
     if (!was_visible || peer_visible()) return;
-    // Hysteresis lives in alert(): one raise per loss, one clear per recovery.
+    hb_clear_at_.reset();
     alert(AlertKind::Heartbeat, true, "loose connection", out);
     if (peer_ && !peer_->agent_stale) peer_stale_since_.reset();
     if (state_ == State::Off) return;

@@ -284,6 +284,8 @@ private:
     std::optional<TimePoint> deadline_;   // the one deadline of the current state
     std::optional<TimePoint> resend_at_;  // HandingOff: resend TakeoverNow
     std::optional<TimePoint> detect_at_;  // when loss/fault was detected (for the failover log)
+    // Hysteresis of the heartbeat alert: "recovered" only after the peer stayed back this long.
+    std::optional<TimePoint> hb_clear_at_;
     bool switch_requested_ = false;
 };
 
