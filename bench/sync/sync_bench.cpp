@@ -1,0 +1,594 @@
+// Sync benchmark: replication lag (CDR appends, voicemail files, SQLite commits) and full-sync
+// throughput between two engines in two network namespaces joined by a veth (198.18.7.0/24),
+// beside the two limits measured in the same run (iperf3 over the same veth, a local cp of the
+// same tree into the same filesystem). Needs root. Prints a table and writes JSON (--out).
+#include <fcntl.h>
+#include <sched.h>
+#include <sqlite3.h>
+#include <sys/inotify.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <dirent.h>
+#include <poll.h>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "netns_util.hpp"
+#include "sync/engine.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using ha::sync::Engine;
+using ha::sync::Mode;
+using ha::sync::Role;
+using ha::sync::SyncConfig;
+
+namespace {
+
+struct Options {
+    int seconds = 5;
+    int runs = 3;
+    std::uint64_t tree_mib = 1024;
+    bool full = true;
+    std::string out = "sync_bench.json";
+    std::string base = "/var/tmp";
+};
+
+struct Dist {
+    double p50 = 0, p99 = 0, p999 = 0, max = 0;
+    std::size_t n = 0;
+};
+Dist dist(std::vector<double> v) {
+    Dist d;
+    d.n = v.size();
+    if (v.empty()) return d;
+    std::sort(v.begin(), v.end());
+    auto q = [&](double p) {
+        return v[std::min(v.size() - 1,
+                          static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+    };
+    d.p50 = q(0.50);
+    d.p99 = q(0.99);
+    d.p999 = q(0.999);
+    d.max = v.back();
+    return d;
+}
+double median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+double mad(const std::vector<double>& v) {
+    const double m = median(v);
+    std::vector<double> dev;
+    for (double x : v) dev.push_back(std::abs(x - m));
+    return median(dev);
+}
+double now_ms() {
+    return static_cast<double>(ha::mono_ns()) / 1e6;
+}
+
+std::string read_first_line(const std::string& path) {
+    std::ifstream f(path);
+    std::string line;
+    std::getline(f, line);
+    return line;
+}
+std::string cpu_model() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(f, line)) {
+        if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
+    }
+    return "?";
+}
+// CPU seconds of this process's "ha-sync" threads (both engines).
+double sync_threads_cpu_s() {
+    double total = 0;
+    for (const auto& e : fs::directory_iterator("/proc/self/task")) {
+        if (read_first_line(e.path().string() + "/comm") != "ha-sync") continue;
+        std::ifstream f(e.path().string() + "/stat");
+        std::string stat((std::istreambuf_iterator<char>(f)), {});
+        const auto rp = stat.rfind(')');
+        std::istringstream in(stat.substr(rp + 2));
+        std::string tok;
+        std::vector<std::string> fields;
+        while (in >> tok) fields.push_back(tok);
+        if (fields.size() > 13)
+            total += static_cast<double>(std::stoull(fields[11]) + std::stoull(fields[12]));
+    }
+    return total / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+class Pair {
+  public:
+    Pair(const Options& o, bool tmpfs_standby, std::uint64_t tmpfs_mib) : opt_(o) {
+        char tmpl[256];
+        std::snprintf(tmpl, sizeof tmpl, "%s/ha-sync-bench-XXXXXX", o.base.c_str());
+        base_ = ::mkdtemp(tmpl);
+        act_ = base_ + "/box";
+        stby_ = base_ + "/stby";
+        fs::create_directories(act_);
+        fs::create_directories(stby_);
+        if (tmpfs_standby) {
+            const auto opts = fmt::format("size={}m", tmpfs_mib);
+            tmpfs_ = ::mount("tmpfs", stby_.c_str(), "tmpfs", 0, opts.c_str()) == 0;
+        }
+        ok_ = net_.ok();
+    }
+    ~Pair() {
+        active_.reset();
+        standby_.reset();
+        if (tmpfs_) ::umount2(stby_.c_str(), MNT_DETACH);
+        std::error_code ec;
+        fs::remove_all(base_, ec);
+    }
+    SyncConfig config(const char* state, const char* peer, const char* listen) {
+        SyncConfig c;
+        c.roots = {{act_ + "/vm", Mode::File},
+                   {act_ + "/cdr", Mode::Append},
+                   {act_ + "/db", Mode::Sqlite}};
+        c.key = ha::Key{0xbe0c4, 0x5eed};
+        c.peer = *ha::IpAddr::parse(peer);
+        c.listen = *ha::IpAddr::parse(listen);
+        c.state_dir = base_ + "/" + state;
+        c.full_backup_minute = -1;
+        return c;
+    }
+    bool start_active() {
+        return ha::sync::test::in_namespaces(
+                   net_.a(), "", "",
+                   [&] {
+                       auto e = Engine::create(config("state-a", "198.18.7.2", "198.18.7.1"));
+                       if (e) {
+                           active_ = std::move(*e);
+                           active_->set_role(Role::Active);
+                       }
+                   }) == "" &&
+               active_ != nullptr;
+    }
+    bool start_standby() {
+        return ha::sync::test::in_namespaces(
+                   net_.b(), stby_, act_,
+                   [&] {
+                       auto e = Engine::create(config("state-b", "198.18.7.1", "198.18.7.2"));
+                       if (e) {
+                           standby_ = std::move(*e);
+                           standby_->set_role(Role::Standby);
+                       }
+                   }) == "" &&
+               standby_ != nullptr;
+    }
+    bool wait_drained(std::chrono::seconds limit) {
+        const auto end = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < end) {
+            active_->drain_events([](const auto&) {});
+            if (standby_) standby_->drain_events([](const auto&) {});
+            const auto s = active_->status();
+            if (s.connected && s.initial_done && s.lag_bytes == 0 && s.queued_changes == 0)
+                return true;
+            std::this_thread::sleep_for(1ms);
+        }
+        return false;
+    }
+    std::string A(const std::string& r) const { return act_ + "/" + r; }
+    std::string S(const std::string& r) const { return stby_ + "/" + r; }
+    [[nodiscard]] bool ok() const { return ok_ && !base_.empty(); }
+    ha::sync::test::NetnsPair& net() { return net_; }
+    std::unique_ptr<Engine> active_, standby_;
+
+  private:
+    const Options& opt_;
+    ha::sync::test::NetnsPair net_;
+    std::string base_, act_, stby_;
+    bool tmpfs_ = false;
+    bool ok_ = false;
+};
+
+// Waits for inotify events on `path` and calls on_event() for each batch until `done`.
+void observe(const std::string& path, std::uint32_t mask, std::atomic<bool>& done,
+             const std::function<void(const inotify_event*)>& on_event) {
+    const int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    inotify_add_watch(fd, path.c_str(), mask);
+    alignas(inotify_event) char buf[16384];
+    while (!done) {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 20) <= 0) continue;
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        for (ssize_t off = 0; off < n;) {
+            const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
+            on_event(ev);
+            off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+        }
+    }
+    ::close(fd);
+}
+
+struct LagResult {
+    Dist lag;
+    double cpu_pct = 0;
+    std::size_t lost = 0;
+};
+
+LagResult bench_cdr(Pair& p, int seconds) {
+    const std::string rel = "cdr/bench.csv";
+    fs::create_directories(p.A("cdr"));
+    { std::ofstream(p.A(rel)) << "start\n"; }
+    while (!fs::exists(p.S(rel))) std::this_thread::sleep_for(1ms);
+    p.wait_drained(10s);
+    const int n = seconds * 1000;
+    std::vector<double> t_write(static_cast<std::size_t>(n));
+    std::vector<std::uint64_t> end_off(static_cast<std::size_t>(n));
+    std::vector<double> lags;
+    std::atomic<int> written{0};
+    std::atomic<bool> done{false};
+    std::size_t next = 0;
+    std::thread obs([&] {
+        observe(p.S(rel), IN_MODIFY | IN_CLOSE_WRITE, done, [&](const inotify_event*) {
+            const double t = now_ms();
+            struct stat st {};
+            if (::stat(p.S(rel).c_str(), &st) != 0) return;
+            while (next < static_cast<std::size_t>(written.load()) &&
+                   end_off[next] <= static_cast<std::uint64_t>(st.st_size)) {
+                lags.push_back(t - t_write[next]);
+                ++next;
+            }
+        });
+    });
+    const double cpu0 = sync_threads_cpu_s();
+    const auto t0 = std::chrono::steady_clock::now();
+    const int fd = ::open(p.A(rel).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    std::uint64_t size = 6;
+    for (int i = 0; i < n; ++i) {
+        std::this_thread::sleep_until(t0 + std::chrono::microseconds(1000 * i));
+        const auto line =
+            fmt::format("\"{}\",\"1001\",\"1002\",\"ANSWERED\",\"{:08}\"\n", i, i * 7);
+        end_off[static_cast<std::size_t>(i)] = size + line.size();
+        t_write[static_cast<std::size_t>(i)] = now_ms();
+        written = i + 1;
+        if (::write(fd, line.data(), line.size()) < 0) break;
+        size += line.size();
+    }
+    ::close(fd);
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (next < static_cast<std::size_t>(n) && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(1ms);
+    const double cpu1 = sync_threads_cpu_s();
+    done = true;
+    obs.join();
+    LagResult r;
+    r.lost = static_cast<std::size_t>(n) - lags.size();
+    r.lag = dist(lags);
+    r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    return r;
+}
+
+LagResult bench_voicemail(Pair& p, int seconds) {
+    fs::create_directories(p.A("vm/bench"));
+    fs::create_directories(p.S("vm/bench"));
+    const int n = seconds * 10;
+    std::vector<double> t_close(static_cast<std::size_t>(n), 0);
+    std::vector<double> lags;
+    std::mutex mu;
+    std::atomic<bool> done{false};
+    std::atomic<int> arrived{0};
+    std::thread obs([&] {
+        observe(p.S("vm/bench"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
+            const double t = now_ms();
+            int i = -1;
+            if (std::sscanf(ev->name, "msg%d.wav", &i) == 1 && i >= 0 && i < n) {
+                std::lock_guard lk(mu);
+                if (t_close[static_cast<std::size_t>(i)] > 0)
+                    lags.push_back(t - t_close[static_cast<std::size_t>(i)]);
+                ++arrived;
+            }
+        });
+    });
+    const double cpu0 = sync_threads_cpu_s();
+    std::string data(200 * 1024, 'w');
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; ++i) {
+        std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100 * i));
+        data[0] = static_cast<char>('a' + i % 26);
+        const int fd = ::open(p.A(fmt::format("vm/bench/msg{}.wav", i)).c_str(),
+                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        if (::write(fd, data.data(), data.size()) < 0) break;
+        {
+            std::lock_guard lk(mu);
+            t_close[static_cast<std::size_t>(i)] = now_ms();
+        }
+        ::close(fd);
+    }
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (arrived < n && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(1ms);
+    const double cpu1 = sync_threads_cpu_s();
+    done = true;
+    obs.join();
+    LagResult r;
+    r.lost = static_cast<std::size_t>(n) - lags.size();
+    r.lag = dist(lags);
+    r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    return r;
+}
+
+LagResult bench_sqlite(Pair& p, int seconds) {
+    fs::create_directories(p.A("db"));
+    const std::string db_rel = "db/bench.db";
+    sqlite3* w = nullptr;
+    sqlite3_open(p.A(db_rel).c_str(), &w);
+    sqlite3_exec(
+        w, "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
+        nullptr, nullptr, nullptr);
+    p.wait_drained(10s);
+    const int n = seconds * 50;
+    std::vector<double> t_commit(static_cast<std::size_t>(n) + 1, 0);
+    std::vector<double> lags;
+    std::atomic<int> committed{0};
+    std::atomic<bool> done{false};
+    int seen = 0;
+    std::thread obs([&] {
+        observe(p.S("db"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
+            if (std::string_view(ev->name) != "bench.db") return;
+            const double t = now_ms();
+            sqlite3* r = nullptr;
+            if (sqlite3_open_v2(p.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
+                SQLITE_OK) {
+                sqlite3_stmt* st = nullptr;
+                if (sqlite3_prepare_v2(r, "SELECT coalesce(max(id),0) FROM t", -1, &st, nullptr) ==
+                        SQLITE_OK &&
+                    sqlite3_step(st) == SQLITE_ROW) {
+                    const int max_id = sqlite3_column_int(st, 0);
+                    const int upto = std::min(max_id, committed.load());
+                    while (seen < upto) {
+                        ++seen;
+                        lags.push_back(t - t_commit[static_cast<std::size_t>(seen)]);
+                    }
+                }
+                sqlite3_finalize(st);
+            }
+            sqlite3_close(r);
+        });
+    });
+    const double cpu0 = sync_threads_cpu_s();
+    const auto t0 = std::chrono::steady_clock::now();
+    const int base_id = 0;
+    sqlite3_exec(w, "DELETE FROM t", nullptr, nullptr, nullptr);
+    for (int i = 1; i <= n; ++i) {
+        std::this_thread::sleep_until(t0 + std::chrono::milliseconds(20 * i));
+        const auto sql = fmt::format("INSERT INTO t(id, v) VALUES({}, 'call {}')", base_id + i, i);
+        // Stamped before the commit starts (so the replica can never be seen "before" it): the
+        // lag includes the commit itself.
+        t_commit[static_cast<std::size_t>(i)] = now_ms();
+        committed = i;
+        if (sqlite3_exec(w, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) break;
+    }
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (seen < n && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(1ms);
+    const double cpu1 = sync_threads_cpu_s();
+    done = true;
+    obs.join();
+    sqlite3_close(w);
+    LagResult r;
+    r.lost = static_cast<std::size_t>(n) - lags.size();
+    r.lag = dist(lags);
+    r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    return r;
+}
+
+struct FullResult {
+    std::string target;
+    double tree_mb = 0;
+    double sync_MBps = 0;
+    double local_copy_MBps = 0;
+    double tcp_MBps = 0;
+    bool ok = false;
+};
+
+std::uint64_t make_tree(const std::string& dir, std::uint64_t total) {
+    fs::create_directories(dir);
+    const std::uint64_t small_total = total / 4;
+    const int small_n = 10000;
+    const std::uint64_t small = std::max<std::uint64_t>(1, small_total / small_n);
+    std::string buf(1 << 20, 's');
+    std::uint64_t written = 0;
+    for (int i = 0; i < small_n; ++i) {
+        if (i % 100 == 0) fs::create_directories(fmt::format("{}/d{}", dir, i / 100));
+        const int fd = ::open(fmt::format("{}/d{}/f{}.bin", dir, i / 100, i).c_str(),
+                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        buf[0] = static_cast<char>(i);
+        written += static_cast<std::uint64_t>(std::max<ssize_t>(0, ::write(fd, buf.data(), small)));
+        ::close(fd);
+    }
+    const std::uint64_t large = (total - written) / 4;
+    for (int i = 0; i < 4; ++i) {
+        const int fd = ::open(fmt::format("{}/large{}.wav", dir, i).c_str(),
+                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        for (std::uint64_t left = large; left > 0;) {
+            const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+            buf[0] = static_cast<char>(left >> 20);
+            const ssize_t w = ::write(fd, buf.data(), n);
+            if (w <= 0) break;
+            left -= static_cast<std::uint64_t>(w);
+            written += static_cast<std::uint64_t>(w);
+        }
+        ::close(fd);
+    }
+    return written;
+}
+
+double iperf_MBps(Pair& p) {
+    const std::string srv =
+        fmt::format("ip netns exec {} iperf3 -s -1 -B 198.18.7.2 >/dev/null 2>&1 &", p.net().b());
+    ha::sync::test::sh(srv);
+    std::this_thread::sleep_for(300ms);  // let the one-shot server bind
+    const std::string cli =
+        fmt::format("ip netns exec {} iperf3 -c 198.18.7.2 -t 3 -J 2>/dev/null", p.net().a());
+    FILE* f = ::popen(cli.c_str(), "r");
+    if (f == nullptr) return 0;
+    std::string out;
+    char b[4096];
+    while (std::fgets(b, sizeof b, f) != nullptr) out += b;
+    ::pclose(f);
+    const auto at = out.find("\"sum_received\"");
+    if (at == std::string::npos) return 0;
+    const auto bps = out.find("\"bits_per_second\"", at);
+    if (bps == std::string::npos) return 0;
+    return std::stod(out.substr(out.find(':', bps) + 1)) / 8 / 1e6;
+}
+
+FullResult bench_full(const Options& o, bool tmpfs) {
+    FullResult r;
+    r.target = tmpfs ? "tmpfs" : "disk";
+    const std::uint64_t total = o.tree_mib << 20;
+    Pair p(o, tmpfs, o.tree_mib * 2 + 64);
+    if (!p.ok()) return r;
+    const auto bytes = make_tree(p.A("vm/tree"), total);
+    r.tree_mb = static_cast<double>(bytes) / 1e6;
+    ::sync();
+    // Limit 1: a local copy of the same tree into the standby's filesystem, synced to disk.
+    {
+        const auto t0 = now_ms();
+        ha::sync::test::sh(
+            fmt::format("cp -a {} {} && sync -f {}", p.A("vm/tree"), p.S("copy"), p.S("copy")));
+        r.local_copy_MBps = r.tree_mb / ((now_ms() - t0) / 1000);
+        ha::sync::test::sh(fmt::format("rm -rf {}", p.S("copy")));
+        ::sync();
+    }
+    r.tcp_MBps = iperf_MBps(p);
+    if (!p.start_active()) return r;
+    const auto t0 = now_ms();
+    if (!p.start_standby()) return r;
+    r.ok = p.wait_drained(600s);
+    ha::sync::test::sh(fmt::format("sync -f {}", p.S(".")));
+    r.sync_MBps = r.tree_mb / ((now_ms() - t0) / 1000);
+    return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto val = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+        if (a == "--seconds")
+            o.seconds = std::stoi(val());
+        else if (a == "--runs")
+            o.runs = std::stoi(val());
+        else if (a == "--tree-mib")
+            o.tree_mib = std::stoull(val());
+        else if (a == "--no-full")
+            o.full = false;
+        else if (a == "--out")
+            o.out = val();
+        else if (a == "--base")
+            o.base = val();
+        else {
+            std::fprintf(stderr,
+                         "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--out F] "
+                         "[--base DIR]\n",
+                         argv[0]);
+            return 2;
+        }
+    }
+    if (::geteuid() != 0) {
+        std::fprintf(stderr, "sync_bench needs root (network and mount namespaces)\n");
+        return 2;
+    }
+    ha::log::set_level(ha::log::Level::Warn);
+    utsname u{};
+    ::uname(&u);
+    const std::string governor =
+        read_first_line("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor");
+    std::printf("kernel %s, cpu %s, %ld cores, governor %s\n", u.release, cpu_model().c_str(),
+                sysconf(_SC_NPROCESSORS_ONLN), governor.empty() ? "n/a" : governor.c_str());
+
+    std::map<std::string, std::vector<LagResult>> lag_runs;
+    for (int run = 0; run < o.runs; ++run) {
+        Pair p(o, false, 0);
+        if (!p.ok() || !p.start_active() || !p.start_standby() || !p.wait_drained(20s)) {
+            std::fprintf(stderr, "setup failed\n");
+            return 1;
+        }
+        lag_runs["cdr_append_1000_lines_per_s"].push_back(bench_cdr(p, o.seconds));
+        lag_runs["voicemail_200KB_10_per_s"].push_back(bench_voicemail(p, o.seconds));
+        lag_runs["sqlite_commit_50_per_s"].push_back(bench_sqlite(p, o.seconds));
+    }
+    std::string json = "{\n  \"env\": {" +
+                       fmt::format("\"kernel\": \"{}\", \"cpu\": \"{}\", \"cores\": {}", u.release,
+                                   cpu_model(), sysconf(_SC_NPROCESSORS_ONLN)) +
+                       "},\n  \"lag_ms\": {\n";
+    std::printf("\n%-30s %10s %10s %10s %10s %8s %6s\n", "workload (runs)", "p50 ms", "p99 ms",
+                "p99.9 ms", "max ms", "cpu %", "lost");
+    bool first = true;
+    for (const auto& [name, runs] : lag_runs) {
+        std::vector<double> p50, p99, p999, mx, cpu;
+        std::size_t lost = 0;
+        for (const auto& r : runs) {
+            p50.push_back(r.lag.p50);
+            p99.push_back(r.lag.p99);
+            p999.push_back(r.lag.p999);
+            mx.push_back(r.lag.max);
+            cpu.push_back(r.cpu_pct);
+            lost += r.lost;
+        }
+        std::printf("%-30s %6.3f±%-4.2f %6.3f±%-4.2f %10.3f %10.3f %8.1f %6zu\n", name.c_str(),
+                    median(p50), mad(p50), median(p99), mad(p99), median(p999), median(mx),
+                    median(cpu), lost);
+        json += fmt::format(
+            "{}    \"{}\": {{\"p50_median\": {:.4f}, \"p50_mad\": {:.4f}, \"p99_median\": {:.4f}, "
+            "\"p99_mad\": {:.4f}, \"p999_median\": {:.4f}, \"max_median\": {:.4f}, \"cpu_pct\": "
+            "{:.2f}, "
+            "\"lost\": {}, \"runs\": {}}}",
+            first ? "" : ",\n", name, median(p50), mad(p50), median(p99), mad(p99), median(p999),
+            median(mx), median(cpu), lost, runs.size());
+        first = false;
+    }
+    json += "\n  },\n  \"full_sync\": [\n";
+    if (o.full) {
+        std::printf("\n%-8s %10s %12s %14s %12s %10s\n", "target", "tree MB", "sync MB/s",
+                    "local cp MB/s", "tcp MB/s", "ratio");
+        first = true;
+        for (bool tmpfs : {true, false}) {
+            const auto r = bench_full(o, tmpfs);
+            const double limit = std::min(r.local_copy_MBps, r.tcp_MBps);
+            std::printf("%-8s %10.0f %12.1f %14.1f %12.1f %9.0f%%%s\n", r.target.c_str(), r.tree_mb,
+                        r.sync_MBps, r.local_copy_MBps, r.tcp_MBps,
+                        limit > 0 ? 100 * r.sync_MBps / limit : 0, r.ok ? "" : " (FAILED)");
+            json += fmt::format(
+                "{}    {{\"target\": \"{}\", \"tree_mb\": {:.1f}, \"sync_MBps\": {:.1f}, "
+                "\"local_copy_MBps\": {:.1f}, \"tcp_MBps\": {:.1f}, \"ok\": {}}}",
+                first ? "" : ",\n", r.target, r.tree_mb, r.sync_MBps, r.local_copy_MBps, r.tcp_MBps,
+                r.ok);
+            first = false;
+        }
+    }
+    json += "\n  ]\n}\n";
+    std::ofstream(o.out) << json;
+    std::printf("\nwrote %s\n", o.out.c_str());
+    return 0;
+}

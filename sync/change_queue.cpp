@@ -1,0 +1,65 @@
+#include "sync/change_queue.hpp"
+
+#include <algorithm>
+
+namespace ha::sync {
+
+std::string ChangeQueue::key(std::uint8_t root, const std::string& path) {
+    std::string k(1, static_cast<char>(root));
+    k += path;
+    return k;
+}
+
+bool ChangeQueue::push_sync(std::uint8_t root, const std::string& path, std::uint64_t now_ns,
+                            bool whole) {
+    const auto k = key(root, path);
+    if (auto it = index_.find(k); it != index_.end()) {
+        it->second->whole = it->second->whole || whole;
+        return true;
+    }
+    if (fifo_.size() >= capacity_) {
+        overflowed_ = true;
+        return false;
+    }
+    fifo_.push_back(Change{Change::Kind::Sync, root, path, {}, whole, now_ns});
+    index_.emplace(k, std::prev(fifo_.end()));
+    return true;
+}
+
+bool ChangeQueue::push_rename(std::uint8_t root, const std::string& from, const std::string& to,
+                              std::uint64_t now_ns) {
+    std::uint64_t first = now_ns;
+    if (auto it = index_.find(key(root, to)); it != index_.end()) {
+        first = std::min(first, it->second->first_seen_ns);
+        fifo_.erase(it->second);
+        index_.erase(it);
+    }
+    if (fifo_.size() >= capacity_) {
+        overflowed_ = true;
+        return false;
+    }
+    fifo_.push_back(Change{Change::Kind::Rename, root, from, to, false, first});
+    return true;
+}
+
+std::optional<Change> ChangeQueue::pop() {
+    if (fifo_.empty()) return std::nullopt;
+    Change c = std::move(fifo_.front());
+    if (c.kind == Change::Kind::Sync) index_.erase(key(c.root, c.path));
+    fifo_.pop_front();
+    return c;
+}
+
+void ChangeQueue::clear() {
+    fifo_.clear();
+    index_.clear();
+}
+
+std::uint64_t ChangeQueue::oldest() const {
+    std::uint64_t o = fifo_.front().first_seen_ns;
+    // Coalesced entries keep their first time but renames can move an old time later in the list.
+    for (const auto& c : fifo_) o = std::min(o, c.first_seen_ns);
+    return o;
+}
+
+}  // namespace ha::sync

@@ -1,0 +1,187 @@
+// Private to sync/: the engine thread's state. Everything here is touched by the worker thread
+// only; the Engine's queues and status cells are the only shared state.
+#pragma once
+
+#include <liburing.h>
+
+#include <deque>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "sync/apply.hpp"
+#include "sync/change_queue.hpp"
+#include "sync/engine.hpp"
+#include "sync/manifest.hpp"
+#include "sync/watcher.hpp"
+#include "sync/wire.hpp"
+
+namespace ha::sync {
+
+class Engine::Worker final : public FrameSink {
+  public:
+    explicit Worker(Engine& engine);
+    ~Worker() override;
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+    Status init();
+    void run();
+
+    // FrameSink (both roles; dispatches on role_)
+    Status on_frame(const FrameHeader& h, std::string_view path) override;
+    Status on_payload(std::span<const std::uint8_t> chunk) override;
+    Status on_frame_end() override;
+
+  private:
+    // --- io_uring poll plumbing ---
+    enum Slot : std::uint8_t { kCmd, kWatch, kListen, kConnIn, kConnOut, kSlotCount };
+    struct PollOp {  // one armed poll; user_data points here; freed at its completion
+        Slot slot;
+        std::uint64_t gen;
+    };
+    struct SlotState {
+        int fd = -1;
+        std::uint64_t gen = 0;
+        PollOp* armed = nullptr;
+        bool ready = false;
+    };
+    void set_slot_fd(Slot s, int fd);
+    void arm(Slot s, unsigned mask);
+    void wait(std::chrono::milliseconds timeout);
+
+    // --- connection ---
+    struct Conn {
+        UniqueFd fd;
+        Key session;
+        std::optional<FrameReader> reader;
+        std::vector<std::uint8_t> out;
+        std::size_t out_off = 0;
+        // Frames queued while a payload is on the wire; they go out after it, never inside it.
+        std::vector<std::uint8_t> later;
+        UniqueFd src;  // payload being moved by sendfile
+        std::uint64_t src_off = 0, src_left = 0, pad_left = 0;
+        std::uint64_t last_rx_ns = 0;
+    };
+    std::uint64_t roots_digest() const;
+    Result<UniqueFd> connect_peer();
+    Result<Key> handshake_server(const UniqueFd& fd);
+    Result<Key> handshake_client(const UniqueFd& fd);
+    void adopt(UniqueFd fd, Key session);
+    void drop_conn(std::string_view why);
+    void read_conn();
+    void read_batch();
+    void commit_applied();
+    bool flush();  // true when nothing is left to write
+    void send_frame(const FrameHeader& h, std::string_view path,
+                    std::string_view inline_payload = {});
+
+    // --- commands, roles ---
+    void handle_commands();
+    void apply_role(Role r);
+    void do_quarantine(std::uint64_t term);
+    void timers(std::uint64_t now);
+    void publish(std::uint64_t now, bool full);
+    void emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files = 0,
+              std::uint64_t bytes = 0);
+
+    // --- active ---
+    struct Outstanding {
+        std::uint64_t seq;
+        std::uint64_t bytes;
+        std::uint64_t first_seen_ns;
+        std::uint8_t root;
+        std::string path;
+        FrameType type;
+        bool in_job;
+    };
+    struct Job {
+        std::uint64_t id = 0;  // 0 = join/resync, else a full backup request id
+        bool full = false;
+        bool done_sent = false;
+        std::uint64_t files_total = 0, bytes_total = 0, files_done = 0, bytes_done = 0;
+        std::uint64_t start_ns = 0;
+        unsigned failures = 0;
+        std::string failure;
+        std::unordered_set<std::string> paths;
+    };
+    void on_watch_events();
+    void listen_start();
+    void accept_conn();
+    void pump();
+    void prepare(const Change& c);
+    void emit_file(std::uint8_t root, const std::string& path, UniqueFd fd, std::uint64_t offset,
+                   std::uint64_t len, std::int64_t mtime_ns, std::uint32_t mode, FrameType type,
+                   std::uint64_t first_seen, std::uint64_t file_size);
+    void job_skip(const std::string& k, bool failed, std::string_view why);
+    void start_full_backup(std::string_view why);
+    void schedule_resync();
+    void request_manifest(bool full);
+    void on_manifest_end(std::uint64_t req);
+    void on_ack(const FrameHeader& h);
+    void finish_job();
+    void fail_job(std::string_view why);
+    static std::string key_of(std::uint8_t root, std::string_view path);
+
+    // --- standby ---
+    void send_manifest(bool with_checksums, std::uint64_t req);
+    void ack(std::uint64_t seq, AckStatus s);
+    void note_apply(AckStatus s, std::string_view path);
+
+    Engine& e_;
+    const SyncConfig& cfg_;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    std::array<SlotState, kSlotCount> slots_{};
+    bool stopping_ = false;
+    Role role_ = Role::Off;
+    std::vector<UniqueFd> root_fds_;
+    std::optional<Conn> conn_;
+    bool want_write_ = false;
+    std::uint64_t last_publish_ns_ = 0;
+    std::uint64_t errors_ = 0;
+
+    // active
+    std::optional<Watcher> watcher_;
+    UniqueFd listen_fd_;
+    std::uint64_t next_listen_try_ns_ = 0;
+    ChangeQueue queue_;
+    std::unordered_map<std::string, std::uint64_t> sent_offset_;
+    std::unordered_set<std::string> writing_;
+    // sqlite: a -wal write is seen before the commit is visible to readers, so a snapshot taken
+    // at once can miss it. Each burst of writes gets one more snapshot a moment later; a snapshot
+    // identical to the last one sent is not sent again.
+    std::unordered_map<std::string, std::uint64_t> sqlite_recheck_ns_;
+    std::unordered_map<std::string, std::uint64_t>
+        sqlite_sent_sum_;  // file-mode paths written to since their last close
+    std::deque<Outstanding> outstanding_;
+    std::uint64_t outstanding_bytes_ = 0;
+    std::uint64_t next_seq_ = 1;
+    bool streaming_ = false;
+    std::vector<Manifest> peer_manifest_;
+    std::optional<Job> job_;
+    std::uint64_t next_req_id_ = 1;
+    std::uint64_t awaiting_req_ = 0;  // full backup manifest we asked for
+    bool full_pending_ = false;
+    std::uint64_t resync_due_ns_ = 0;
+    std::uint64_t resync_backoff_ns_ = 0;
+    std::uint64_t next_ping_ns_ = 0;
+    std::int64_t next_backup_wall_s_ = 0;
+    bool disk_full_reported_ = false;
+    std::uint64_t bytes_sent_ = 0, files_sent_ = 0;
+    bool initial_done_ = false;
+    std::vector<std::uint8_t> scratch_;
+
+    // standby
+    std::optional<Applier> applier_;
+    std::uint64_t next_connect_ns_ = 0;
+    std::chrono::milliseconds backoff_{0};
+    bool want_full_ = false;
+    FrameHeader rx_{};
+    std::string rx_path_;
+    std::string rx_payload_;
+    unsigned rx_failures_ = 0;
+    bool standby_disk_full_ = false;
+    std::uint64_t bytes_applied_ = 0, files_applied_ = 0;
+};
+
+}  // namespace ha::sync

@@ -1,0 +1,203 @@
+// The standby's apply logic: temp file + checksum + rename, append offsets, deletes, renames,
+// stale temp cleanup and refusal of paths that would leave the root.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "sync/apply.hpp"
+#include "tmpdir.hpp"
+
+namespace ha::sync {
+namespace {
+
+using test::read_text;
+using test::TmpDir;
+using test::write_text;
+namespace fs = std::filesystem;
+const Key kKey{3, 4};
+
+std::span<const std::uint8_t> bytes(std::string_view s) {
+    return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+
+AckStatus send_file(Applier& a, std::uint8_t root, std::string_view path, std::string_view content,
+                    std::uint64_t checksum_override = 0, bool split = true) {
+    FrameHeader h{.type = FrameType::File,
+                  .root = root,
+                  .file_mode = 0640,
+                  .length = content.size(),
+                  .mtime_ns = 1'700'000'000'123456789,
+                  .checksum = checksum_override != 0
+                                  ? checksum_override
+                                  : payload_checksum(kKey, content.data(), content.size())};
+    a.begin(h, path);
+    if (split && content.size() > 1) {
+        a.write(bytes(content.substr(0, content.size() / 2)));
+        a.write(bytes(content.substr(content.size() / 2)));
+    } else {
+        a.write(bytes(content));
+    }
+    return a.end();
+}
+
+AckStatus send_append(Applier& a, std::string_view path, std::uint64_t offset,
+                      std::string_view data, bool corrupt = false) {
+    FrameHeader h{.type = FrameType::Append,
+                  .root = 0,
+                  .offset = offset,
+                  .length = data.size(),
+                  .mtime_ns = 5,
+                  .checksum = payload_checksum(kKey, data.data(), data.size()) + (corrupt ? 1 : 0)};
+    a.begin(h, path);
+    a.write(bytes(data));
+    return a.end();
+}
+
+bool has_temp(const std::string& dir) {
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+        if (e.path().filename().string().starts_with(kTempPrefix)) return true;
+    }
+    return false;
+}
+
+TEST(Applier, WholeFileLandsWithModeAndMtimeAndNoTempLeft) {
+    TmpDir t;
+    auto a = Applier::create({{t.path(), Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(send_file(*a, 0, "vm/1001/msg.wav", "voice data"), AckStatus::Ok);
+    EXPECT_EQ(read_text(t / "vm/1001/msg.wav"), "voice data");
+    struct stat st {};
+    ASSERT_EQ(::stat((t / "vm/1001/msg.wav").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+    EXPECT_EQ(st.st_mtim.tv_sec, 1'700'000'000);
+    EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
+    EXPECT_FALSE(has_temp(t.path()));
+    EXPECT_EQ(a->sync_dirs(), 0u);
+    EXPECT_EQ(send_file(*a, 0, "vm/1001/msg.wav", ""), AckStatus::Ok) << "empty files too";
+    EXPECT_EQ(read_text(t / "vm/1001/msg.wav"), "");
+}
+
+TEST(Applier, ChecksumMismatchKeepsTheOldVersionWhole) {
+    TmpDir t;
+    write_text(t / "cfg.conf", "old version");
+    auto a = Applier::create({{t.path(), Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(send_file(*a, 0, "cfg.conf", "new version", 12345), AckStatus::ChecksumMismatch);
+    EXPECT_EQ(read_text(t / "cfg.conf"), "old version");
+    EXPECT_FALSE(has_temp(t.path()));
+}
+
+TEST(Applier, AppendAtTheExpectedOffsetOnlyElseNeedFull) {
+    TmpDir t;
+    write_text(t / "cdr.csv", "line1\n");
+    auto a = Applier::create({{t.path(), Mode::Append}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(send_append(*a, "cdr.csv", 6, "line2\n"), AckStatus::Ok);
+    EXPECT_EQ(read_text(t / "cdr.csv"), "line1\nline2\n");
+    EXPECT_EQ(send_append(*a, "cdr.csv", 6, "line2\n"), AckStatus::NeedFull) << "replayed append";
+    EXPECT_EQ(send_append(*a, "cdr.csv", 20, "x"), AckStatus::NeedFull) << "gap";
+    EXPECT_EQ(read_text(t / "cdr.csv"), "line1\nline2\n");
+    EXPECT_EQ(send_append(*a, "cdr.csv", 12, "line3\n", true), AckStatus::ChecksumMismatch);
+    EXPECT_EQ(read_text(t / "cdr.csv"), "line1\nline2\n") << "a bad append is rolled back";
+    EXPECT_EQ(send_append(*a, "missing.csv", 0, "x"), AckStatus::NeedFull);
+    EXPECT_FALSE(fs::exists(t / "missing.csv"));
+}
+
+TEST(Applier, GroupCommitInstallsFilesOnlyAtCommit) {
+    TmpDir t;
+    write_text(t / "a.wav", "old a");
+    auto a = Applier::create({{t.path(), Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    a->set_group_commit(true);
+    EXPECT_EQ(send_file(*a, 0, "a.wav", "new a"), AckStatus::Ok);
+    EXPECT_EQ(send_file(*a, 0, "d/b.wav", "new b"), AckStatus::Ok);
+    EXPECT_EQ(send_file(*a, 0, "a.wav", "newer a"), AckStatus::Ok) << "same name twice in a batch";
+    EXPECT_EQ(a->pending_files(), 3u);
+    EXPECT_EQ(read_text(t / "a.wav"), "old a") << "nothing visible before commit";
+    EXPECT_FALSE(fs::exists(t / "d/b.wav"));
+    EXPECT_EQ(a->commit(), 0u);
+    EXPECT_EQ(a->sync_dirs(), 0u);
+    EXPECT_EQ(read_text(t / "a.wav"), "newer a");
+    EXPECT_EQ(read_text(t / "d/b.wav"), "new b");
+    EXPECT_EQ(a->pending_files(), 0u);
+    EXPECT_FALSE(has_temp(t.path()));
+}
+
+TEST(Applier, AbortMidFrameLeavesNothingPartial) {
+    TmpDir t;
+    write_text(t / "cdr.csv", "line1\n");
+    write_text(t / "vm.wav", "old");
+    auto a = Applier::create({{t.path(), Mode::Append}}, kKey);
+    ASSERT_TRUE(a);
+    FrameHeader h{.type = FrameType::Append, .offset = 6, .length = 100, .checksum = 1};
+    a->begin(h, "cdr.csv");
+    a->write(bytes("half of an append"));
+    a->abort();
+    EXPECT_EQ(read_text(t / "cdr.csv"), "line1\n");
+    FrameHeader f{.type = FrameType::File, .length = 100, .checksum = 1};
+    a->begin(f, "vm.wav");
+    a->write(bytes("half of a file"));
+    a->abort();
+    EXPECT_EQ(read_text(t / "vm.wav"), "old");
+    EXPECT_FALSE(has_temp(t.path()));
+    EXPECT_EQ(a->end(), AckStatus::IoError) << "no transfer in progress after abort";
+}
+
+TEST(Applier, RemovesPartialFilesOfAKilledReceiverAtStart) {
+    TmpDir t;
+    write_text(t / "d/.ha-sync-tmp.msg.wav.deadbeef", "half a file");
+    write_text(t / "d/msg.wav", "whole");
+    auto a = Applier::create({{t.path(), Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_FALSE(has_temp(t.path()));
+    EXPECT_EQ(read_text(t / "d/msg.wav"), "whole");
+}
+
+TEST(Applier, RefusesToWriteThroughASymlinkOutOfTheRoot) {
+    TmpDir t;
+    TmpDir outside;
+    ASSERT_TRUE(fs::create_directories(t / "root"));
+    ASSERT_EQ(::symlink(outside.path().c_str(), (t / "root/escape").c_str()), 0);
+    write_text(outside / "victim", "untouched");
+    auto a = Applier::create({{t / "root", Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(send_file(*a, 0, "escape/victim", "pwned"), AckStatus::Refused);
+    EXPECT_EQ(read_text(outside / "victim"), "untouched");
+    EXPECT_EQ(a->apply_delete(0, "escape/victim"), AckStatus::Refused);
+    EXPECT_EQ(read_text(outside / "victim"), "untouched");
+    EXPECT_NE(a->last_error().find("escape/victim"), std::string::npos) << a->last_error();
+}
+
+TEST(Applier, DeletesFilesAndTreesAndRenames) {
+    TmpDir t;
+    write_text(t / "a", "A");
+    write_text(t / "dir/x", "X");
+    write_text(t / "dir/sub/y", "Y");
+    auto a = Applier::create({{t.path(), Mode::File}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->apply_rename(0, "a", "moved/b"), AckStatus::Ok);
+    EXPECT_EQ(read_text(t / "moved/b"), "A");
+    EXPECT_FALSE(fs::exists(t / "a"));
+    EXPECT_EQ(a->apply_rename(0, "nope", "c"), AckStatus::NeedFull);
+    EXPECT_EQ(a->apply_delete(0, "dir"), AckStatus::Ok);
+    EXPECT_FALSE(fs::exists(t / "dir"));
+    EXPECT_EQ(a->apply_delete(0, "never-existed/z"), AckStatus::Ok);
+}
+
+TEST(Applier, SqliteReplaceRemovesStaleSideFiles) {
+    TmpDir t;
+    write_text(t / "pbx.db", "old db");
+    write_text(t / "pbx.db-wal", "stale wal that must not be replayed");
+    write_text(t / "pbx.db-shm", "shm");
+    auto a = Applier::create({{t.path(), Mode::Sqlite}}, kKey);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(send_file(*a, 0, "pbx.db", "snapshot"), AckStatus::Ok);
+    EXPECT_EQ(read_text(t / "pbx.db"), "snapshot");
+    EXPECT_FALSE(fs::exists(t / "pbx.db-wal"));
+    EXPECT_FALSE(fs::exists(t / "pbx.db-shm"));
+}
+
+}  // namespace
+}  // namespace ha::sync

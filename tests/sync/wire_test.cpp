@@ -1,0 +1,214 @@
+// Sync wire format: frame encode/decode round trips, malformed frames, handshake, path safety.
+#include <gtest/gtest.h>
+
+#include "common/keyfile.hpp"
+#include "sync/wire.hpp"
+
+namespace ha::sync {
+namespace {
+
+const Key kKey{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+const Key kSession{0x1111, 0x2222};
+
+struct Collect : FrameSink {
+    struct Got {
+        FrameHeader h;
+        std::string path;
+        std::string payload;
+    };
+    std::vector<Got> frames;
+    Status on_frame(const FrameHeader& h, std::string_view path) override {
+        frames.push_back({h, std::string(path), {}});
+        return {};
+    }
+    Status on_payload(std::span<const std::uint8_t> c) override {
+        frames.back().payload.append(reinterpret_cast<const char*>(c.data()), c.size());
+        return {};
+    }
+    Status on_frame_end() override {
+        ++ended;
+        return {};
+    }
+    int ended = 0;
+};
+
+std::vector<std::uint8_t> file_frame(std::string_view path, std::string_view payload) {
+    FrameHeader h{.type = FrameType::File,
+                  .root = 1,
+                  .file_mode = 0640,
+                  .seq = 7,
+                  .length = payload.size(),
+                  .mtime_ns = 123456789,
+                  .checksum = payload_checksum(kKey, payload.data(), payload.size())};
+    std::vector<std::uint8_t> out;
+    encode_frame(kSession, h, path, out);
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+TEST(PayloadHasher, MatchesOneShotSipHashForEverySplit) {
+    std::string data;
+    for (int i = 0; i < 100; ++i) data.push_back(static_cast<char>(i * 7));
+    for (std::size_t len = 0; len <= data.size(); len += 13) {
+        const auto expect = siphash(kKey, data.data(), len);
+        for (std::size_t split = 0; split <= len; split += 3) {
+            PayloadHasher h(kKey);
+            h.update(data.data(), split);
+            h.update(data.data() + split, len - split);
+            EXPECT_EQ(h.finish(), expect) << "len=" << len << " split=" << split;
+        }
+    }
+}
+
+TEST(PayloadHasher, ReferenceVectorFromSipHashPaper) {
+    // SipHash-2-4 paper, appendix A: key 00..0f, message 00..0e -> a129ca6149be45e5.
+    std::uint8_t msg[15];
+    for (int i = 0; i < 15; ++i) msg[i] = static_cast<std::uint8_t>(i);
+    EXPECT_EQ(payload_checksum(kKey, msg, sizeof msg), 0xa129ca6149be45e5ULL);
+}
+
+TEST(FrameReader, RoundTripsFramesFedOneByteAtATime) {
+    auto bytes = file_frame("dir/a.wav", "hello world");
+    FrameHeader del{.type = FrameType::Delete, .root = 0, .seq = 8};
+    encode_frame(kSession, del, "old", bytes);
+    FrameReader r(kSession, 2);
+    Collect c;
+    for (auto b : bytes) ASSERT_TRUE(r.feed(std::span(&b, 1), c));
+    ASSERT_EQ(c.frames.size(), 2u);
+    EXPECT_EQ(c.ended, 2);
+    EXPECT_EQ(c.frames[0].h.type, FrameType::File);
+    EXPECT_EQ(c.frames[0].h.root, 1);
+    EXPECT_EQ(c.frames[0].h.file_mode, 0640u);
+    EXPECT_EQ(c.frames[0].h.mtime_ns, 123456789);
+    EXPECT_EQ(c.frames[0].path, "dir/a.wav");
+    EXPECT_EQ(c.frames[0].payload, "hello world");
+    EXPECT_EQ(c.frames[1].h.type, FrameType::Delete);
+    EXPECT_EQ(c.frames[1].path, "old");
+    EXPECT_TRUE(r.idle());
+}
+
+TEST(FrameReader, RejectsBadMagic) {
+    auto bytes = file_frame("a", "x");
+    bytes[0] ^= 0xff;
+    FrameReader r(kSession, 2);
+    Collect c;
+    auto st = r.feed(bytes, c);
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message().find("magic"), std::string::npos);
+    EXPECT_TRUE(c.frames.empty());
+    EXPECT_FALSE(r.feed(bytes, c)) << "errors are sticky";
+}
+
+TEST(FrameReader, RejectsTamperedHeaderAndWrongSession) {
+    auto bytes = file_frame("a", "x");
+    bytes[20] ^= 1;  // offset field
+    FrameReader r(kSession, 2);
+    Collect c;
+    auto st = r.feed(bytes, c);
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message().find("MAC"), std::string::npos);
+
+    FrameReader other(Key{1, 2}, 2);
+    EXPECT_FALSE(other.feed(file_frame("a", "x"), c));
+}
+
+TEST(FrameReader, RejectsUnknownTypeRootOutOfRangeAndOversizedPayload) {
+    Collect c;
+    {
+        auto bytes = file_frame("a", "x");
+        bytes[4] = 99;
+        FrameReader r(kSession, 2);
+        EXPECT_FALSE(r.feed(bytes, c));
+    }
+    {
+        auto bytes = file_frame("a", "x");  // root 1
+        FrameReader r(kSession, 1);
+        auto st = r.feed(bytes, c);
+        ASSERT_FALSE(st);
+        EXPECT_NE(st.error().message().find("root index 1"), std::string::npos);
+    }
+    {
+        FrameHeader h{.type = FrameType::Ack, .aux = 1};
+        h.length = 5;  // control frames carry no payload
+        std::vector<std::uint8_t> bytes;
+        encode_frame(kSession, h, "", bytes);
+        FrameReader r(kSession, 1);
+        EXPECT_FALSE(r.feed(bytes, c));
+    }
+    {
+        FrameHeader h{.type = FrameType::File, .length = kMaxFileSize + 1};
+        std::vector<std::uint8_t> bytes;
+        encode_frame(kSession, h, "big", bytes);
+        FrameReader r(kSession, 1);
+        EXPECT_FALSE(r.feed(bytes, c));
+    }
+    EXPECT_TRUE(c.frames.empty());
+}
+
+TEST(FrameReader, RejectsEscapingPathsEvenWithValidMac) {
+    for (const char* bad :
+         {"../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "./a", "a/.", ".ha-sync-tmp.x"}) {
+        Collect c;
+        FrameReader r(kSession, 2);
+        auto st = r.feed(file_frame(bad, "x"), c);
+        EXPECT_FALSE(st) << bad;
+        EXPECT_TRUE(c.frames.empty()) << bad;
+    }
+}
+
+TEST(FrameReader, RejectsFrameTypesWithMissingPath) {
+    FrameHeader h{.type = FrameType::Delete};
+    std::vector<std::uint8_t> bytes;
+    encode_frame(kSession, h, "", bytes);
+    FrameReader r(kSession, 1);
+    Collect c;
+    auto st = r.feed(bytes, c);
+    ASSERT_FALSE(st);
+    EXPECT_NE(st.error().message().find("empty path"), std::string::npos);
+}
+
+TEST(PathSafety, AcceptsNormalRelativePaths) {
+    EXPECT_TRUE(check_rel_path("a"));
+    EXPECT_TRUE(check_rel_path("voicemail/1001/INBOX/msg0001.wav"));
+    EXPECT_TRUE(check_rel_path("..hidden"));
+    EXPECT_TRUE(check_rel_path("a..b/c"));
+    EXPECT_FALSE(check_rel_path(""));
+    EXPECT_FALSE(check_rel_path("a/"));
+    EXPECT_FALSE(check_rel_path(std::string("a\0b", 3)));
+    EXPECT_FALSE(check_rel_path(std::string(300, 'x')));
+}
+
+TEST(Handshake, BothSidesProveTheKeyAndAgreeOnASessionKey) {
+    const Nonce nc = random_nonce();
+    const Nonce ns = random_nonce();
+    const auto hello = encode_client_hello(nc, 42);
+    auto ch = decode_client_hello(hello);
+    ASSERT_TRUE(ch);
+    EXPECT_EQ(ch->roots_digest, 42u);
+    const auto sh = encode_server_hello(kKey, ch->nonce, ns, 42);
+    auto got_ns = check_server_hello(kKey, sh, nc, 42);
+    ASSERT_TRUE(got_ns);
+    EXPECT_EQ(got_ns->bytes, ns.bytes);
+    const auto proof = encode_client_proof(kKey, nc, ns, 42);
+    EXPECT_TRUE(check_client_proof(kKey, proof, nc, ns, 42));
+    const Key s1 = session_key(kKey, nc, ns);
+    EXPECT_NE(s1, kKey);
+    EXPECT_NE(s1, session_key(kKey, nc, random_nonce()));
+}
+
+TEST(Handshake, RefusesWrongKeyWrongRootsAndReplayedProof) {
+    const Nonce nc = random_nonce();
+    const Nonce ns = random_nonce();
+    const auto sh = encode_server_hello(kKey, nc, ns, 42);
+    EXPECT_FALSE(check_server_hello(Key{9, 9}, sh, nc, 42));
+    EXPECT_FALSE(check_server_hello(kKey, sh, nc, 43)) << "different roots config";
+    const auto proof = encode_client_proof(kKey, nc, ns, 42);
+    EXPECT_FALSE(check_client_proof(kKey, proof, nc, random_nonce(), 42)) << "replay, new nonce";
+    EXPECT_FALSE(check_client_proof(Key{9, 9}, proof, nc, ns, 42));
+    auto bad = encode_client_hello(nc, 1);
+    bad[4] = 9;  // protocol version
+    EXPECT_FALSE(decode_client_hello(bad));
+}
+
+}  // namespace
+}  // namespace ha::sync
