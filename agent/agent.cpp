@@ -18,6 +18,7 @@
 #include "agent/api/store_queries.hpp"
 #include "agent/heartbeat.hpp"
 #include "agent/io/ring.hpp"
+#include "agent/metrics_server.hpp"
 #include "agent/service/probe.hpp"
 #include "agent/service/supervisor.hpp"
 #include "agent/store/event_store.hpp"
@@ -115,14 +116,21 @@ struct Agent::Impl {
     std::optional<service::CoreDumpWatch> cores;
     std::unique_ptr<api::ControlServer> ctl;
     std::unique_ptr<SyncBridge> sync;
+    std::unique_ptr<MetricsServer> metrics;
+    TimePoint next_metrics{};
+    std::uint64_t failovers = 0;
     UniqueFd sigfd;
     std::unique_ptr<PollOp> sig_op, ctl_op, nl_op, ann_op, svc_op, sync_op, probe_op, core_op;
     std::deque<core::Event> pending;
+    std::optional<core::AcCommandResult> last_command_result;
     bool stopping = false;
     TimePoint started;
     TimePoint role_since;
     std::optional<TimePoint> takeover_at;   // decision to promote
     std::optional<TimePoint> ip_held_at;    // address added + first GARP burst
+    // A promotion's failover record waits for the PBX to answer (service_ready), 30 s at most.
+    std::optional<store::FailoverRecord> pending_failover;
+    TimePoint pending_failover_since{};
     std::uint64_t watchdog_usec = 0;
     TimePoint next_watchdog{};
     std::uint64_t lost_count = 0;
@@ -142,8 +150,15 @@ struct Agent::Impl {
     void execute(const core::Actions& actions, TimePoint now);
     void on_alert(const core::AcAlert& a);
     void on_log(const core::AcLog& l, TimePoint now);
+    void finish_failover_record(TimePoint now);
+    void persist_ha_disabled();
+    void keep_standby_service(TimePoint now);
+    TimePoint next_prestart{};
     json handle_request(const json& req);
+    // Runs an operator command through the machine; its immediate answer, if it gave one.
+    std::optional<core::AcCommandResult> run_command(core::Command c, TimePoint now);
     json status_json();
+    std::string metrics_text();
     void on_link_event(const nl::MonitorEvent& ev);
     void on_service_exit();
     int loop();
@@ -243,6 +258,12 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
         a.cores.emplace(std::move(*cw));
     }
 
+    if (!a.cfg.metrics_listen.empty()) {
+        auto ms = MetricsServer::start(a.cfg.metrics_listen);
+        if (!ms) return unexpected(ms.error());
+        a.metrics = std::move(*ms);
+    }
+
     api::ServerOptions co;
     co.socket_path = a.cfg.control_socket;
     auto ctl = api::ControlServer::start(co);
@@ -255,7 +276,7 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
-    sigprocmask(SIG_BLOCK, &mask, nullptr);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);  // main() blocked them before any thread started
     a.sigfd.reset(signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!a.sigfd) return last_errno("signalfd");
     signal(SIGPIPE, SIG_IGN);
@@ -345,8 +366,59 @@ void Agent::Impl::on_log(const core::AcLog& l, TimePoint now) {
     r.detection = l.detection;
     if (l.to == core::State::Active && takeover_at) r.takeover = now - *takeover_at;
     log::info("failover", "{} -> {}: {}", r.from, r.to, r.cause);
+    if (l.to == core::State::Active) ++failovers;
+    if (l.to == core::State::Active && svc.configured()) {
+        pending_failover = r;  // completed when the PBX answers (finish_failover_record)
+        pending_failover_since = takeover_at.value_or(now);
+        return;
+    }
     if (auto s = events.append(r, wall_ms()); !s)
         log::error("failover", "cannot store failover log: {}", s.error().message());
+}
+
+// HA was disabled (here, or on the active and replicated to us): the guide expects HA Off after
+// the next reboot too, so the configuration file says so.
+void Agent::Impl::persist_ha_disabled() {
+    cfg.enable = false;
+    auto text = read_file(config_path);
+    if (!text) {
+        log::error("agent", "HA disabled but {} unreadable: {}", config_path, text.error().message());
+        return;
+    }
+    auto updated = core::set_config_value(*text, "ha.enable", "false");
+    if (!updated) {
+        log::error("agent", "HA disabled but cannot update {}: {}", config_path, updated.error().message());
+        return;
+    }
+    if (auto s = write_file_atomic(config_path, *updated, 0644); !s)
+        log::error("agent", "HA disabled but cannot write {}: {}", config_path, s.error().message());
+    else
+        log::info("agent", "HA disabled: {} now has ha.enable = false", config_path);
+}
+
+// service.prestart_on_standby: the standby keeps its PBX running (it never holds the cluster IP,
+// so it cannot answer for it), making a takeover a warm start. Restarts are at most one a second.
+void Agent::Impl::keep_standby_service(TimePoint now) {
+    if (!cfg.service.prestart_on_standby || !svc.configured() || svc.running()) return;
+    if (machine->state() != core::State::Standby || now < next_prestart) return;
+    next_prestart = now + std::chrono::seconds(1);
+    if (auto s = svc.start(); !s) {
+        log::warn("service", "pre-start on the standby: {}", s.error().message());
+        return;
+    }
+    arm_service_poll();
+}
+
+void Agent::Impl::finish_failover_record(TimePoint now) {
+    if (!pending_failover) return;
+    const bool ready = probe ? probe->answers() > 0 : svc.running();
+    const bool gave_up = now - pending_failover_since > std::chrono::seconds(30);
+    if (!ready && !gave_up && machine->snapshot().serving) return;
+    if (ready) pending_failover->service_ready = now - pending_failover_since;
+    else pending_failover->cause += "; PBX not answering 30 s after the takeover";
+    if (auto s = events.append(*pending_failover, wall_ms()); !s)
+        log::error("failover", "cannot store failover log: {}", s.error().message());
+    pending_failover.reset();
 }
 
 void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
@@ -421,6 +493,7 @@ void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
                     if (std::system("systemctl reboot") != 0) log::error("agent", "reboot failed");
                 } else if constexpr (std::is_same_v<T, core::AcCommandResult>) {
                     log::info("agent", "command result ok={} {}", x.ok, x.message);
+                    last_command_result = x;
                 } else if constexpr (std::is_same_v<T, core::AcFenceSelf>) {
                     if (hb) hb->set_fence(x.on);
                 } else {
@@ -441,6 +514,7 @@ void Agent::Impl::dispatch(TimePoint now) {
     }
     if (machine->state() != before) {
         role_since = now;
+        if (machine->state() == core::State::Off && cfg.enable) persist_ha_disabled();
         if (sync) sync->set_role(machine->state());
         sd_notifyf(0, "STATUS=%s (%s)", role_text(machine->state()).c_str(),
                    std::string(core::to_string(machine->ha_status())).c_str());
@@ -533,6 +607,52 @@ json Agent::Impl::status_json() {
     return s;
 }
 
+std::optional<core::AcCommandResult> Agent::Impl::run_command(core::Command c, TimePoint now) {
+    last_command_result.reset();
+    post(core::EvCommand{c});
+    dispatch(now);
+    return last_command_result;
+}
+
+std::string Agent::Impl::metrics_text() {
+    const auto snap = machine->snapshot();
+    std::string m;
+    auto gauge = [&](const char* name, const char* help, double v) {
+        m += fmt::format("# HELP {0} {1}\n# TYPE {0} gauge\n{0} {2}\n", name, help, v);
+    };
+    gauge("fcmha_active", "1 when this box holds the cluster IP and serves", snap.serving ? 1 : 0);
+    gauge("fcmha_ha_dual", "1 while the peer answers (HA Status Dual)",
+          snap.ha_status == core::HaStatus::Dual ? 1 : 0);
+    gauge("fcmha_term", "HA term (bumped on every promotion)", static_cast<double>(snap.term));
+    gauge("fcmha_healthy", "1 when no local fault is raised", snap.healthy ? 1 : 0);
+    m += fmt::format("# HELP fcmha_failovers_total Promotions of this box\n"
+                     "# TYPE fcmha_failovers_total counter\nfcmha_failovers_total {}\n", failovers);
+    if (hb) {
+        m += "# HELP fcmha_heartbeat_rtt_seconds Heartbeat round trip on the direct link\n"
+             "# TYPE fcmha_heartbeat_rtt_seconds histogram\n";
+        const auto& h = hb->rtt(core::Path::Direct);
+        h.for_each_bucket([&](double le_us, std::uint64_t cum) {
+            m += fmt::format("fcmha_heartbeat_rtt_seconds_bucket{{le=\"{:.6f}\"}} {}\n", le_us / 1e6, cum);
+        });
+        m += fmt::format("fcmha_heartbeat_rtt_seconds_bucket{{le=\"+Inf\"}} {}\n", h.count());
+        m += fmt::format("fcmha_heartbeat_rtt_seconds_sum {:.6f}\nfcmha_heartbeat_rtt_seconds_count {}\n",
+                         h.sum_us() / 1e6, h.count());
+        m += fmt::format("# TYPE fcmha_heartbeat_lost_total counter\nfcmha_heartbeat_lost_total {}\n",
+                         lost_count);
+    }
+    if (sync) {
+        const json st = sync->status_json();
+        gauge("fcmha_sync_lag_bytes", "Bytes sent or queued, not yet acknowledged by the standby",
+              st.value("lag_bytes", 0.0));
+        gauge("fcmha_sync_oldest_unacked_seconds", "Age of the oldest unacknowledged change",
+              st.value("oldest_unacked_ms", 0.0) / 1000.0);
+        gauge("fcmha_sync_connected", "1 while the sync stream is up", st.value("connected", false) ? 1 : 0);
+        m += fmt::format("# TYPE fcmha_sync_sent_bytes_total counter\nfcmha_sync_sent_bytes_total {}\n",
+                         st.value("bytes_sent", std::uint64_t{0}));
+    }
+    return m;
+}
+
 json Agent::Impl::handle_request(const json& req) {
     const std::string cmd = req.value("cmd", "");
     const TimePoint now = Clock::now();
@@ -542,12 +662,7 @@ json Agent::Impl::handle_request(const json& req) {
         return r;
     }
     if (cmd == "switch") {
-        auto acts = machine->handle(core::EvCommand{core::Command::Switch}, now);
-        std::optional<core::AcCommandResult> result;
-        for (const auto& a : acts)
-            if (auto* r = std::get_if<core::AcCommandResult>(&a)) result = *r;
-        execute(acts, now);
-        dispatch(now);
+        auto result = run_command(core::Command::Switch, now);
         if (result && !result->ok) return api::error_response(result->message);
         return api::ok_response({{"message", "force switch started: stopping the PBX, draining sync, "
                                              "then handing the cluster IP to the peer"},
@@ -567,11 +682,8 @@ json Agent::Impl::handle_request(const json& req) {
         auto parsed = core::parse_config(*updated);
         if (!parsed.config) return api::error_response("refused: the new configuration has issues");
         if (name == "ha.enable" && !parsed.config->enable) {
-            auto acts = machine->handle(core::EvCommand{core::Command::DisableHa}, now);
-            for (const auto& a : acts)
-                if (auto* r = std::get_if<core::AcCommandResult>(&a); r && !r->ok)
-                    return api::error_response(r->message);
-            execute(acts, now);
+            auto result = run_command(core::Command::DisableHa, now);
+            if (result && !result->ok) return api::error_response(result->message);
         }
         if (auto s = write_file_atomic(config_path, *updated, 0644); !s)
             return api::error_response(s.error().message());
@@ -609,6 +721,10 @@ void Agent::Impl::shutdown() {
     sd_notify(0, "STOPPING=1");
     auto snap = machine->snapshot();
     if (snap.serving && addrs && cfg.cluster_ip) (void)addrs->remove(lan_ifindex, *cfg.cluster_ip);
+    // A planned stop of the active hands over at once (address already released), rather than
+    // leaving the standby to wait a whole heartbeat timeout.
+    if (snap.serving && hb && snap.ha_status == core::HaStatus::Dual)
+        hb->send_control(core::PeerMsg::TakeoverNow, machine->own_status());
     if (svc.running()) {
         (void)svc.stop();
         for (int i = 0; i < 100 && svc.running(); ++i) {
@@ -679,7 +795,7 @@ int Agent::Impl::loop() {
         });
         core_op->arm(cores->fd());
     }
-    if (sync) {
+    if (sync && sync->event_fd() >= 0) {
         sync_op = std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
         sync_op->arm(sync->event_fd());
     }
@@ -708,6 +824,7 @@ int Agent::Impl::loop() {
             }
         }
         if (auto d = svc.kill_deadline(); d && now >= *d) svc.on_deadline(now);
+        keep_standby_service(now);
         if (probe) {
             // Probe the PBX only where it should answer: on the active, while it runs.
             probe->enable(machine->snapshot().serving && svc.running(), now);
@@ -717,6 +834,11 @@ int Agent::Impl::loop() {
             }
         }
         if (sync) sync->poll(*machine, pending, now);
+        finish_failover_record(now);
+        if (metrics && now >= next_metrics) {
+            metrics->publish(metrics_text());
+            next_metrics = now + std::chrono::seconds(1);
+        }
         if (auto d = machine->next_deadline(); d && now >= *d) post(core::EvTick{});
         dispatch(now);
         if (watchdog_usec && now >= next_watchdog) {
@@ -732,8 +854,11 @@ int Agent::Impl::loop() {
         if (ann) consider(ann->next_deadline());
         consider(svc.kill_deadline());
         if (probe) consider(probe->next_deadline());
+        if (pending_failover && !probe) consider(now + std::chrono::milliseconds(100));
+        if (cfg.service.prestart_on_standby && !svc.running()) consider(next_prestart);
         if (sync) consider(sync->next_deadline());
         if (watchdog_usec) consider(next_watchdog);
+        if (metrics) consider(next_metrics);
         // The BPF alive-until stamp must be refreshed well within the timeout even when idle.
         consider(now + std::min<Duration>(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout) / 4,
                                           std::chrono::seconds(1)));

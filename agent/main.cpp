@@ -1,5 +1,7 @@
 // fcm-ha-agent: the HA daemon, one per box. Reads the configuration, refuses to start on any bad
 // value (all of them listed), then runs the io_uring loop until SIGTERM.
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -97,14 +99,31 @@ int main(int argc, char** argv) {
     if (!report.config) {
         std::fprintf(stderr, "fcm-ha-agent: %s has %zu problem(s); not starting:\n",
                      config_path.c_str(), report.issues.size());
-        for (const auto& issue : report.issues)
-            std::fprintf(stderr, "  %s:%s\n", config_path.c_str(), issue.to_string().c_str());
+        // The same "FILE:LINE: key = value: message" form as `fcm-hactl config check`.
+        for (const auto& issue : report.issues) {
+            std::string where = issue.line > 0 ? config_path + ":" + std::to_string(issue.line)
+                                               : config_path;
+            std::string what = issue.key.empty() ? issue.message
+                               : issue.value.empty()
+                                   ? issue.key + ": " + issue.message
+                                   : issue.key + " = " + issue.value + ": " + issue.message;
+            std::fprintf(stderr, "  %s: %s\n", where.c_str(), what.c_str());
+        }
         return 1;
     }
     if (check_only) {
         std::printf("%s: OK\n", config_path.c_str());
         return 0;
     }
+    // Block the signals the loop reads through its signalfd before any thread exists: a thread
+    // started with them unblocked would take SIGTERM's default action and kill the process
+    // without the clean stop (release the cluster IP, hand over, detach XDP).
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     ha::core::Config cfg = std::move(*report.config);
     if (level_text.empty()) {
         ha::log::Level lvl;

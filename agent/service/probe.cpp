@@ -60,8 +60,10 @@ void LivenessProbe::enable(bool on, TimePoint now) {
     outstanding_ = false;
     failures_ = 0;
     faulted_ = false;
-    // The PBX needs a moment to bind after a start: the first probe waits one interval.
-    next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval);
+    answers_ = 0;
+    // The PBX needs a moment to bind after a start; the first probe goes after a tenth of an
+    // interval, so "service ready" in the failover log is measured finely.
+    next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval) / 10;
     if (!on && child_ > 0) {
         ::kill(child_, SIGKILL);
         reap_command();
@@ -150,6 +152,7 @@ void LivenessProbe::reap_command() {
 
 std::optional<ProbeVerdict> LivenessProbe::success() {
     outstanding_ = false;
+    ++answers_;
     failures_ = 0;
     if (!faulted_) return std::nullopt;
     faulted_ = false;

@@ -40,6 +40,8 @@ public:
     [[nodiscard]] std::optional<TimePoint> next_deadline() const;
     [[nodiscard]] unsigned consecutive_failures() const { return failures_; }
     [[nodiscard]] std::uint64_t probes_sent() const { return sent_; }
+    // Answers since the probe was last enabled: the PBX is ready to serve once this is nonzero.
+    [[nodiscard]] std::uint64_t answers() const { return answers_; }
 
 private:
     LivenessProbe() = default;
@@ -60,6 +62,7 @@ private:
     bool faulted_ = false;
     unsigned failures_ = 0;
     std::uint64_t sent_ = 0;
+    std::uint64_t answers_ = 0;
     std::uint32_t cseq_ = 0;
     std::string call_id_;
     TimePoint next_send_{};
