@@ -123,6 +123,7 @@ struct Agent::Impl {
     std::unique_ptr<PollOp> sig_op, ctl_op, nl_op, ann_op, svc_op, sync_op, probe_op, core_op;
     std::deque<core::Event> pending;
     std::optional<core::AcCommandResult> last_command_result;
+    bool restart_pending = false;  // a start arrived while the PBX was still stopping
     bool stopping = false;
     TimePoint started;
     TimePoint role_since;
@@ -300,6 +301,15 @@ void Agent::Impl::on_service_exit() {
     }
     if (info->expected) {
         post(core::EvService{core::ServiceState::Stopped, info->describe()});
+        if (restart_pending) {
+            restart_pending = false;
+            if (auto s = svc.start(); !s) {
+                post(core::EvService{core::ServiceState::Failed, s.error().message()});
+            } else {
+                arm_service_poll();
+                post(core::EvService{core::ServiceState::Running, "restarted"});
+            }
+        }
         return;
     }
     // The PBX died on its own: a software fault (crash, core dump).
@@ -459,6 +469,12 @@ void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
                     else
                         log::info("netlink", "cluster IP {} removed", cfg.cluster_ip->to_string());
                 } else if constexpr (std::is_same_v<T, core::AcStartService>) {
+                    if (svc.stopping()) {
+                        // Stop then start (a restart): start again once the old one is reaped.
+                        restart_pending = true;
+                        return;
+                    }
+                    restart_pending = false;
                     if (auto s = svc.start(); !s) {
                         log::error("service", "start: {}", s.error().message());
                         post(core::EvService{core::ServiceState::Failed, s.error().message()});
@@ -467,6 +483,7 @@ void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
                         if (svc.configured()) post(core::EvService{core::ServiceState::Running, ""});
                     }
                 } else if constexpr (std::is_same_v<T, core::AcStopService>) {
+                    restart_pending = false;
                     if (!svc.running()) {
                         post(core::EvService{core::ServiceState::Stopped, "not running"});
                     } else if (auto s = svc.stop(); !s) {

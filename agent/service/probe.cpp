@@ -61,6 +61,9 @@ void LivenessProbe::enable(bool on, TimePoint now) {
     failures_ = 0;
     faulted_ = false;
     answers_ = 0;
+    grace_until_ = now + std::max<Duration>(std::chrono::seconds(5),
+                                            std::chrono::duration_cast<Duration>(cfg_.probe_interval) *
+                                                static_cast<int>(cfg_.probe_failures));
     // The PBX needs a moment to bind after a start; the first probe goes after a tenth of an
     // interval, so "service ready" in the failover log is measured finely.
     next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval) / 10;
@@ -159,8 +162,9 @@ std::optional<ProbeVerdict> LivenessProbe::success() {
     return ProbeVerdict{false, "PBX answers its liveness probe again"};
 }
 
-std::optional<ProbeVerdict> LivenessProbe::failure(const std::string& why) {
+std::optional<ProbeVerdict> LivenessProbe::failure(const std::string& why, TimePoint now) {
     outstanding_ = false;
+    if (answers_ == 0 && now < grace_until_) return std::nullopt;  // still starting
     ++failures_;
     if (faulted_ || failures_ < cfg_.probe_failures) return std::nullopt;
     faulted_ = true;
@@ -190,7 +194,7 @@ std::optional<ProbeVerdict> LivenessProbe::on_readable(TimePoint) {
         pidfd_.reset();
         if (!outstanding_) return std::nullopt;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return success();
-        return failure(fmt::format("probe command exited {}", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)));
+        return failure(fmt::format("probe command exited {}", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)), Clock::now());
     }
     return std::nullopt;
 }
@@ -206,14 +210,15 @@ std::optional<ProbeVerdict> LivenessProbe::on_deadline(TimePoint now) {
             reap_command();
         }
         v = failure(cfg_.probe == core::ProbeKind::SipOptions ? "no answer to SIP OPTIONS"
-                                                               : "probe command timed out");
+                                                               : "probe command timed out",
+                    now);
     }
     if (!outstanding_ && now >= next_send_) {
         next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval);
         Status s = cfg_.probe == core::ProbeKind::SipOptions ? send_options(now) : spawn_command(now);
         if (!s) {
             log::warn("service", "liveness probe: {}", s.error().message());
-            if (auto f = failure(s.error().message())) v = f;
+            if (auto f = failure(s.error().message(), now)) v = f;
         }
     }
     return v;

@@ -46,7 +46,7 @@ public:
 private:
     LivenessProbe() = default;
     std::optional<ProbeVerdict> success();
-    std::optional<ProbeVerdict> failure(const std::string& why);
+    std::optional<ProbeVerdict> failure(const std::string& why, TimePoint now);
     Status send_options(TimePoint now);
     Status spawn_command(TimePoint now);
     void reap_command();
@@ -67,6 +67,9 @@ private:
     std::string call_id_;
     TimePoint next_send_{};
     TimePoint answer_by_{};
+    // A PBX that is still starting is not deadlocked: misses count only after its first answer
+    // or after this grace time.
+    TimePoint grace_until_{};
 };
 
 // inotify on the core dump folder; each new file is reported once.

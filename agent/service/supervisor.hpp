@@ -38,6 +38,8 @@ public:
     // kill_deadline()/on_deadline() to escalate to SIGKILL.
     Status stop();
     [[nodiscard]] bool running() const { return pid_ > 0; }
+    // Asked to stop, not yet reaped: a start now must wait for the exit (restart).
+    [[nodiscard]] bool stopping() const { return pid_ > 0 && stopping_; }
     // -1 when not running. Readable (POLLIN) when the process has exited.
     [[nodiscard]] int pidfd() const { return pidfd_.get(); }
     // Call when pidfd is readable: reaps the child and reports how it ended.
