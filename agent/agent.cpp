@@ -3,12 +3,16 @@
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <deque>
+#include <thread>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -149,6 +153,26 @@ struct Agent::Impl {
     void post(core::Event e) { pending.push_back(std::move(e)); }
     void dispatch(TimePoint now);
     void execute(const core::Actions& actions, TimePoint now);
+    void run_actions(TimePoint now);
+    void execute_one(const core::Action& act, TimePoint now);
+    void start_persist(std::uint64_t term);
+    void on_persist_done();
+    std::deque<core::Action> action_queue;
+    std::thread persist_thread;
+    UniqueFd persist_efd;
+    std::atomic<bool> persist_ok{false};
+    std::string persist_error;
+    std::unique_ptr<PollOp> persist_op;
+    // Event records go to the page cache from the loop; this thread makes them durable.
+    std::thread flusher;
+    UniqueFd flusher_stop;
+    // At most a second of events and HA log lines can be lost to a power cut; none is torn.
+    void flush_logs() const {
+        for (auto st : {store::Stream::Events, store::Stream::Backup, store::Stream::Failover}) {
+            UniqueFd fd(::open(events.live_path(st).c_str(), O_RDONLY | O_CLOEXEC));
+            if (fd) ::fdatasync(fd.get());
+        }
+    }
     void on_alert(const core::AcAlert& a);
     void on_log(const core::AcLog& l, TimePoint now);
     void finish_failover_record(TimePoint now);
@@ -177,6 +201,7 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
     if (!ring) return unexpected(ring.error());
     store::StoreOptions so;
     so.dir = cfg.state_dir + "/log";
+    so.sync = store::SyncPolicy::None;  // the flusher thread syncs; the loop never waits on disk
     auto ev = store::EventStore::open(so);
     if (!ev) return unexpected(ev.error().wrap("event store"));
     auto impl = std::make_unique<Impl>(std::move(cfg), std::move(config_path), std::move(build),
@@ -270,6 +295,18 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
     auto ctl = api::ControlServer::start(co);
     if (!ctl) return unexpected(ctl.error().wrap("control socket"));
     a.ctl = std::move(*ctl);
+
+    a.persist_efd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    a.flusher_stop.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!a.persist_efd || !a.flusher_stop) return last_errno("eventfd");
+    a.flusher = std::thread([p = &a] {
+        for (;;) {
+            pollfd pfd{p->flusher_stop.get(), POLLIN, 0};
+            const int r = ::poll(&pfd, 1, 1000);
+            p->flush_logs();  // a clean file costs next to nothing
+            if (r > 0) return;
+        }
+    });
 
     // Signals arrive through a signalfd polled by the ring.
     sigset_t mask;
@@ -431,8 +468,57 @@ void Agent::Impl::finish_failover_record(TimePoint now) {
     pending_failover.reset();
 }
 
+// Actions run in the machine's order. A durable term write must finish before the promotion's
+// next action (the address) runs, but the loop must not block on the disk meanwhile (its
+// alive-until stamp would go stale and the peer, or our own fence, would act on it): the write
+// runs on a worker thread and the queue holds the actions behind it until it is durable.
 void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
-    for (const auto& act : actions) {
+    for (const auto& a : actions) action_queue.push_back(a);
+    run_actions(now);
+}
+
+void Agent::Impl::run_actions(TimePoint now) {
+    while (!persist_thread.joinable() && !action_queue.empty()) {
+        core::Action act = std::move(action_queue.front());
+        action_queue.pop_front();
+        if (auto* p = std::get_if<core::AcPersistTerm>(&act)) {
+            start_persist(p->term);
+            return;
+        }
+        execute_one(act, now);
+    }
+}
+
+void Agent::Impl::start_persist(std::uint64_t term) {
+    persist_ok.store(false);
+    persist_thread = std::thread([this, term] {
+        auto s = terms.save({term, "Active"});
+        if (!s) {
+            persist_error = s.error().message();
+            log::error("agent", "cannot persist term {}: {}", term, persist_error);
+        }
+        persist_ok.store(s.has_value());
+        std::uint64_t one = 1;
+        (void)!::write(persist_efd.get(), &one, sizeof one);
+    });
+}
+
+void Agent::Impl::on_persist_done() {
+    std::uint64_t v = 0;
+    (void)!::read(persist_efd.get(), &v, sizeof v);
+    if (!persist_thread.joinable()) return;
+    persist_thread.join();
+    if (!persist_ok.load()) {
+        post(core::EvFault{core::FaultKind::Hardware, true,
+                           "disk: cannot persist the HA term: " + persist_error});
+    }
+    const TimePoint now = Clock::now();
+    run_actions(now);
+    dispatch(now);
+}
+
+void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
+    {
         log::debug("core", "action {}", core::describe(act));
         std::visit(
             [&](const auto& x) {
@@ -490,11 +576,7 @@ void Agent::Impl::execute(const core::Actions& actions, TimePoint now) {
                         log::error("service", "stop: {}", s.error().message());
                     }
                 } else if constexpr (std::is_same_v<T, core::AcPersistTerm>) {
-                    if (auto s = terms.save({x.term, "Active"}); !s) {
-                        log::error("agent", "cannot persist term {}: {}", x.term, s.error().message());
-                        post(core::EvFault{core::FaultKind::Hardware, true,
-                                           "disk: cannot persist term: " + s.error().message()});
-                    }
+                    HA_ASSERT(false);  // run_actions() hands these to the persist worker
                 } else if constexpr (std::is_same_v<T, core::AcSendPeer>) {
                     if (hb) hb->send_control(x.msg, machine->own_status());
                 } else if constexpr (std::is_same_v<T, core::AcAlert>) {
@@ -708,7 +790,10 @@ json Agent::Impl::handle_request(const json& req) {
         // guide's "HA configuration requires the FCM to reboot".
         cfg.software_fault_switch = parsed.config->software_fault_switch;
         cfg.hardware_fault_switch = parsed.config->hardware_fault_switch;
-        cfg.peer_mac = parsed.config->peer_mac;
+        if (!(cfg.peer_mac == parsed.config->peer_mac)) {
+            cfg.peer_mac = parsed.config->peer_mac;
+            if (hb) hb->set_peer_mac(cfg.peer_mac);
+        }
         machine->reconfigure(core::MachineConfig::from(cfg, build.model, build.proto, build.version, own_mac));
         dispatch(now);
         return api::ok_response({{"message", fmt::format("{} = {} saved to {}", name, value, config_path)}});
@@ -753,6 +838,13 @@ void Agent::Impl::shutdown() {
     if (hb) hb->detach();
     if (sync) sync->stop();
     if (ctl) ctl->stop();
+    if (persist_thread.joinable()) persist_thread.join();
+    if (flusher.joinable()) {
+        std::uint64_t one = 1;
+        (void)!::write(flusher_stop.get(), &one, sizeof one);
+        flusher.join();
+    }
+    flush_logs();
 }
 
 int Agent::Impl::loop() {
@@ -795,6 +887,8 @@ int Agent::Impl::loop() {
         });
         ann_op->arm(ann->fd());
     }
+    persist_op = std::make_unique<PollOp>(ring, [this](int) { on_persist_done(); });
+    persist_op->arm(persist_efd.get());
     if (probe && probe->fd() >= 0) {
         probe_op = std::make_unique<PollOp>(ring, [this](int) {
             if (auto v = probe->on_readable(Clock::now()))

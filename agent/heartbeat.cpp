@@ -366,6 +366,7 @@ void Heartbeat::on_timer(TimePoint now) {
     };
     poll_peer(hb_resp_, kDirect);
     poll_peer(lan_resp_, kLan);
+    learn_lan_peer_mac();
     if (hb_resp_) {
         if (auto c = hb_resp_->counters(); c && c->drop_peer_mac > foreign_drops_) {
             foreign_drops_ = c->drop_peer_mac;
@@ -396,6 +397,36 @@ void Heartbeat::set_fence(bool on) {
     if (lan_resp_) {
         if (auto s = lan_resp_->set_fence(on); !s) log::warn("hb", "set_fence: {}", s.error().message());
     }
+}
+
+void Heartbeat::set_peer_mac(const std::optional<MacAddr>& mac) {
+    cfg_.peer_mac = mac;
+    if (hb_resp_) {
+        if (auto s = hb_resp_->set_peer_mac(mac); !s)
+            log::warn("hb", "set_peer_mac: {}", s.error().message());
+    }
+    // A new peer: its LAN MAC is learned again once the direct link has verified it.
+    lan_peer_mac_.reset();
+    if (lan_resp_) (void)lan_resp_->set_peer_mac(std::nullopt);
+}
+
+void Heartbeat::learn_lan_peer_mac() {
+    if (!cfg_.peer_mac || cfg_.peer_mac->is_zero() || !lan_resp_ || lan_peer_mac_) return;
+    // The direct link's kernel filter admits only the configured MAC, so a live direct path is
+    // the configured peer; the LAN requests arriving meanwhile come from its LAN NIC.
+    if (!live_[kDirect].alive()) return;
+    auto seen = lan_resp_->last_request();
+    if (!seen || !*seen || (*seen)->src_mac.is_zero()) return;
+    const auto age = Clock::now() - from_mono_ns((*seen)->last_request_ns);
+    if (age > interval_[kLan] * 2) return;  // not current
+    lan_peer_mac_ = (*seen)->src_mac;
+    if (auto s = lan_resp_->set_peer_mac(lan_peer_mac_); !s) {
+        log::warn("hb", "LAN peer MAC filter: {}", s.error().message());
+        lan_peer_mac_.reset();
+        return;
+    }
+    log::info("hb", "LAN path bound to the peer's LAN MAC {} (verified on the direct link)",
+              lan_peer_mac_->to_string());
 }
 
 void Heartbeat::detach() {

@@ -49,6 +49,8 @@ public:
     [[nodiscard]] std::optional<TimePoint> next_deadline() const;
     void send_control(core::PeerMsg msg, const core::PeerStatus& self);
     void set_fence(bool on);
+    // The guide's "Replacing FCM in HA": the new peer MAC applies at once, in the kernel filter too.
+    void set_peer_mac(const std::optional<MacAddr>& mac);
     // Clean shutdown: detach and unpin. Without it (crash, kill -9) the programs stay attached,
     // answer stale and fence, and the next start re-adopts them.
     void detach();
@@ -71,6 +73,7 @@ private:
     void arm_recv();
     void on_datagram(std::size_t len);
     void send_request(int path, TimePoint now);
+    void learn_lan_peer_mac();
     core::PeerStatus to_peer_status(const bpf::NodeState& s) const;
 
     class RecvOp;
@@ -96,6 +99,10 @@ private:
     ha_node_state self_wire_{};
     Duration timeout_;
     std::optional<MacAddr> peer_mac_seen_;
+    // With a configured peer MAC (the peer's heartbeat NIC), the LAN path's filter learns the
+    // peer's LAN MAC while the direct link proves who the peer is; a replacement box with other
+    // MACs is then ignored on both paths.
+    std::optional<MacAddr> lan_peer_mac_;
     Counters counters_;
 };
 

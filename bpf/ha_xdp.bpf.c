@@ -305,7 +305,16 @@ static __always_inline int handle_ipv4(struct xdp_md* ctx, struct ethhdr* eth, v
         count(HA_CNT_DROP_VERSION);
         return XDP_DROP;
     }
+    __u32 key = 0;
+    struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
+    if (!cfg) return XDP_ABORTED;
     if (msg.msg_type == HA_MSG_REPLY) {
+        /* The agent's socket cannot see a reply's source MAC: a box other than the configured peer
+         * (the guide's "Replacing FCM in HA") must not pass for it by answering our requests. */
+        if (!mac_is_zero(cfg->peer_mac) && !mac_equal(cfg->peer_mac, eth->h_source)) {
+            count(HA_CNT_DROP_PEER_MAC);
+            return XDP_DROP;
+        }
         count(HA_CNT_PASS_REPLY);
         return XDP_PASS;
     }
@@ -314,10 +323,8 @@ static __always_inline int handle_ipv4(struct xdp_md* ctx, struct ethhdr* eth, v
         return XDP_DROP;
     }
 
-    __u32 key = 0;
-    struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
     struct ha_peer_val* peer = bpf_map_lookup_elem(&ha_peer, &key);
-    if (!cfg || !peer) return XDP_ABORTED;
+    if (!peer) return XDP_ABORTED;
     int verdict = accept_from_peer(cfg, peer, eth, &msg);
     if (verdict != CONTINUE) return verdict;
 

@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <cstdio>
+#include <ctime>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -67,6 +70,17 @@ void write(Level l, std::string_view subsystem, std::string_view message) {
         line += '<';
         line += static_cast<char>('0' + kSyslog.at(static_cast<std::size_t>(l)));
         line += '>';
+    }
+    if (!g_journal.load(std::memory_order_relaxed)) {
+        // journald stamps lines itself; elsewhere (the lab, a terminal) the time matters.
+        timespec ts{};
+        clock_gettime(CLOCK_REALTIME, &ts);
+        tm t{};
+        localtime_r(&ts.tv_sec, &t);
+        char stamp[40];
+        std::snprintf(stamp, sizeof stamp, "%02d:%02d:%02d.%06ld ", t.tm_hour, t.tm_min, t.tm_sec,
+                      ts.tv_nsec / 1000);
+        line += stamp;
     }
     line += level_name(l);
     line += ' ';
