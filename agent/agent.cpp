@@ -529,7 +529,15 @@ void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
                         post(core::EvArpProbeDone{true, {}});
                         return;
                     }
-                    if (auto s = ann->probe(cfg.cluster_ip->addr, now); !s) {
+                    // RFC 5227 asks for a few probes; with a millisecond timeout they must
+                    // take milliseconds too.
+                    nl::ProbeOptions po;
+                    if (cfg.heartbeat_timeout < std::chrono::milliseconds(10)) {
+                        po.count = 2;
+                        po.interval = std::chrono::microseconds(500);
+                        po.wait_after_last = std::chrono::microseconds(500);
+                    }
+                    if (auto s = ann->probe(cfg.cluster_ip->addr, now, po); !s) {
                         // Cannot prove the address is free: do not promote.
                         log::error("netlink", "ARP probe failed: {}", s.error().message());
                         post(core::EvArpProbeDone{true, {}});
@@ -966,7 +974,9 @@ int Agent::Impl::loop() {
         consider(svc.kill_deadline());
         if (probe) consider(probe->next_deadline());
         if (pending_failover && !probe) consider(now + std::chrono::milliseconds(100));
-        if (cfg.service.prestart_on_standby && !svc.running()) consider(next_prestart);
+        if (cfg.service.prestart_on_standby && !svc.running() &&
+            machine->state() == core::State::Standby)
+            consider(next_prestart);
         if (sync) consider(sync->next_deadline());
         if (watchdog_usec) consider(next_watchdog);
         if (metrics) consider(next_metrics);

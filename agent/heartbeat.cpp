@@ -213,6 +213,12 @@ void Heartbeat::publish(const core::PeerStatus& self, TimePoint now) {
     ns.version = trimmed(self.version, HA_VERSION_LEN);
     auto w = bpf::to_wire(ns);
     if (!w) return;
+    // A map write per loop iteration costs a syscall per NIC; at a 100 us interval that is most
+    // of the agent's CPU. Write when the state changed or a quarter of the timeout went by, so the
+    // kernel's alive-until stamp never comes within 3/4 of a timeout of lapsing.
+    const bool changed = std::memcmp(&self_wire_, &*w, sizeof self_wire_) != 0;
+    if (!changed && now - last_publish_ < timeout_ / 4) return;
+    last_publish_ = now;
     self_wire_ = *w;
     ha_agent_state st{};
     st.self = self_wire_;
@@ -353,6 +359,9 @@ void Heartbeat::on_timer(TimePoint now) {
         }
     }
     // The peer's requests, as the kernel recorded them: evidence of life without a wake-up each.
+    // Our own replies carry the same news; the maps are polled every few ms, not every loop.
+    const bool poll_maps = now >= next_map_poll_;
+    if (poll_maps) next_map_poll_ = now + std::chrono::milliseconds(5);
     auto poll_peer = [&](std::optional<bpf::Responder>& r, int path) {
         if (!r) return;
         auto seen = r->last_request();
@@ -364,10 +373,13 @@ void Heartbeat::on_timer(TimePoint now) {
         live_[ps].heard(from_mono_ns((*seen)->last_request_ns));
         sink_.seen(static_cast<core::Path>(path), to_peer_status((*seen)->state));
     };
-    poll_peer(hb_resp_, kDirect);
-    poll_peer(lan_resp_, kLan);
-    learn_lan_peer_mac();
-    if (hb_resp_) {
+    if (poll_maps) {
+        poll_peer(hb_resp_, kDirect);
+        poll_peer(lan_resp_, kLan);
+        learn_lan_peer_mac();
+    }
+    if (hb_resp_ && now >= next_counter_poll_) {
+        next_counter_poll_ = now + std::chrono::milliseconds(100);
         if (auto c = hb_resp_->counters(); c && c->drop_peer_mac > foreign_drops_) {
             foreign_drops_ = c->drop_peer_mac;
             sink_.foreign_mac();

@@ -97,6 +97,9 @@ private:
     std::array<std::uint64_t, 2> last_req_ns_{};
     std::uint64_t foreign_drops_ = 0;
     ha_node_state self_wire_{};
+    TimePoint last_publish_{};
+    TimePoint next_map_poll_{};
+    TimePoint next_counter_poll_{};
     Duration timeout_;
     std::optional<MacAddr> peer_mac_seen_;
     // With a configured peer MAC (the peer's heartbeat NIC), the LAN path's filter learns the

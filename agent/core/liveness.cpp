@@ -43,6 +43,9 @@ bool Liveness::lost(TimePoint now) const {
 }
 
 std::optional<TimePoint> Liveness::next_check() const {
+    // Already lost: nothing can change the verdict but a reply, which wakes the loop anyway. (A
+    // deadline left in the past here would spin the loop at 100 % while the peer is gone.)
+    if (!alive_) return std::nullopt;
     for (const auto& s : out_) {
         if (last_life_ && s.at < *last_life_) continue;
         return s.at + timeout_;

@@ -408,7 +408,7 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
             }
             break;
         case State::Standby:
-            consider_promotion(now, out);
+            consider_promotion(now, out, /*on_evidence=*/true);
             break;
         case State::Off:
             break;
@@ -440,27 +440,27 @@ void Machine::on(const EvForeignPeer& e, TimePoint, Actions& out) {
 
 // --- promotion ------------------------------------------------------------------------------
 
-void Machine::consider_promotion(TimePoint now, Actions& out) {
+void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) {
     if (state_ != State::Standby && state_ != State::Booting) return;
     if (!healthy()) return;  // a faulty box never takes over
     if (peer_visible() && peer_) {
         const PeerStatus& p = *peer_;
         if (!peer_compatible(p)) return;
         // The peer's kernel marks replies stale once its agent missed a whole timeout, and its
-        // LAN program fences the cluster IP from that same instant. Two intervals of stale
-        // replies rule out a single odd frame.
-        const Duration stale_confirm = 2 * cfg_.interval;
-        if (p.agent_stale && peer_stale_since_ && now - *peer_stale_since_ >= stale_confirm) {
+        // LAN program fences the cluster IP from that same instant. A whole-VM pause (tens of ms
+        // here) makes the first replies after it stale too, before the peer's loop catches up:
+        // so the verdict needs stale replies spanning another timeout, and is taken only when a
+        // stale reply arrives (evidence), never because our own timer fired late.
+        const Duration stale_confirm = std::max<Duration>(2 * cfg_.interval, cfg_.timeout);
+        if (p.agent_stale && on_evidence && peer_stale_since_ &&
+            now - *peer_stale_since_ >= stale_confirm) {
             // Fence it explicitly too (in case its LAN tick still looks fresh) and promote behind
             // the ARP probe.
             out.push_back(AcSendPeer{PeerMsg::Fence, term_});
             begin_probe("peer agent hung (stale heartbeat replies)", now, out);
             return;
         }
-        if (p.agent_stale) {
-            deadline_ = *peer_stale_since_ + stale_confirm;
-            return;
-        }
+        if (p.agent_stale) return;  // the next stale reply decides
         if (p.state == State::Active || p.state == State::SwitchingOut ||
             p.state == State::HandingOff || p.state == State::Probing)
             return;

@@ -259,7 +259,8 @@ private:
     void promote(TimePoint now, Actions& out);
     void demote(std::string reason, TimePoint now, Actions& out);
     void hand_off(std::string reason, TimePoint now, Actions& out);
-    void consider_promotion(TimePoint now, Actions& out);
+    // on_evidence: called for a heartbeat just received (a stale peer may be judged hung).
+    void consider_promotion(TimePoint now, Actions& out, bool on_evidence = false);
     void alert(AlertKind kind, bool raised, std::string content, Actions& out);
     void handle_fault_policy(FaultKind kind, const std::string& detail, TimePoint now,
                              Actions& out);

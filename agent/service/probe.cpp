@@ -80,7 +80,7 @@ int LivenessProbe::fd() const {
 
 std::optional<TimePoint> LivenessProbe::next_deadline() const {
     if (!enabled_ || cfg_.probe == core::ProbeKind::None) return std::nullopt;
-    return outstanding_ ? std::min(answer_by_, next_send_) : next_send_;
+    return outstanding_ ? answer_by_ : next_send_;  // on_deadline() advances exactly these
 }
 
 Status LivenessProbe::send_options(TimePoint now) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "agent/core/liveness.hpp"
 #include "agent/core/machine.hpp"
 #include "common/log.hpp"
 
@@ -371,7 +372,7 @@ TEST(Machine, StandbyTakesOverOnHandoffBehindTheProbe) {
     EXPECT_EQ(find<AcPersistTerm>(a)->term, 2u);
 }
 
-TEST(Machine, HungPeerAgentIsTakenOverAfterTwoIntervalsOfStaleReplies) {
+TEST(Machine, HungPeerAgentIsTakenOverAfterATimeoutOfStaleReplies) {
     Fixture f(cfg(StationType::Secondary));
     f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
     PeerStatus hung = peer(StationType::Primary, State::Active, 1);
@@ -379,9 +380,12 @@ TEST(Machine, HungPeerAgentIsTakenOverAfterTwoIntervalsOfStaleReplies) {
     auto a = f.ev(EvPeerSeen{Path::Direct, hung});
     EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PeerHung);
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
-    a = f.advance(1s);  // one stale reply is not yet proof
+    f.now += 3s;
+    a = f.ev(EvPeerSeen{Path::Direct, hung});  // 3 s of stale replies: not yet a timeout
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
-    a = f.advance(400ms);  // two intervals (2 x 700ms) of stale replies
+    a = f.advance(5s);  // our timer alone is no evidence (it may have fired late)
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    a = f.ev(EvPeerSeen{Path::Direct, hung});  // stale replies spanning more than the timeout
     ASSERT_TRUE(has<AcSendPeer>(a));
     EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::Fence);
     EXPECT_TRUE(has<AcProbeClusterIp>(a));
@@ -456,4 +460,35 @@ TEST(Machine, StaleEmptyReplyFromAPeerWhoseAgentNeverPublishedIsIgnored) {
     auto a = f.ev(EvPeerSeen{Path::Direct, empty});
     EXPECT_TRUE(a.empty());
     EXPECT_EQ(f.m.ha_status(), HaStatus::Single);
+}
+
+TEST(Machine, AFreshReplyAfterAPauseClearsTheHungSuspicion) {
+    // A whole-VM pause makes the first replies after it stale; the peer's loop catches up.
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    PeerStatus hung = peer(StationType::Primary, State::Active, 1);
+    hung.agent_stale = true;
+    f.ev(EvPeerSeen{Path::Direct, hung});
+    f.now += 1ms;
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    f.now += 7s;
+    auto a = f.ev(EvPeerSeen{Path::Direct, hung});
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(f.m.state(), State::Standby);
+}
+
+TEST(Liveness, NoCheckIsDueOnceThePeerIsLost) {
+    // A check time left in the past would wake the loop again and again while the peer is gone.
+    Liveness l(7s);
+    TimePoint t{};
+    l.sent(1, t);
+    l.replied(1, t + 1ms);
+    ASSERT_TRUE(l.update(t + 1ms).value_or(false));
+    l.sent(2, t + 1s);
+    l.sent(3, t + 2s);
+    EXPECT_TRUE(l.next_check().has_value());
+    ASSERT_FALSE(l.update(t + 9s).value_or(true));  // lost
+    EXPECT_FALSE(l.next_check().has_value());
+    l.replied(3, t + 10s);
+    EXPECT_TRUE(l.update(t + 10s).value_or(false));  // back
 }
