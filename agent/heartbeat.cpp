@@ -214,10 +214,10 @@ void Heartbeat::publish(const core::PeerStatus& self, TimePoint now) {
     auto w = bpf::to_wire(ns);
     if (!w) return;
     // A map write per loop iteration costs a syscall per NIC; at a 100 us interval that is most
-    // of the agent's CPU. Write when the state changed or a quarter of the timeout went by, so the
-    // kernel's alive-until stamp never comes within 3/4 of a timeout of lapsing.
+    // of the agent's CPU. Write when the state changed or a tenth of the timeout went by, so the
+    // kernel's alive-until stamp always has at least 9/10 of a timeout left.
     const bool changed = std::memcmp(&self_wire_, &*w, sizeof self_wire_) != 0;
-    if (!changed && now - last_publish_ < timeout_ / 4) return;
+    if (!changed && now - last_publish_ < timeout_ / 10) return;
     last_publish_ = now;
     self_wire_ = *w;
     ha_agent_state st{};
