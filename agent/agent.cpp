@@ -1,19 +1,19 @@
 #include "agent/agent.hpp"
 
+#include <fcntl.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <deque>
-#include <thread>
 #include <fstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <systemd/sd-daemon.h>
@@ -45,7 +45,7 @@ namespace {
 
 // A one-shot readiness poll that re-arms itself until told to stop.
 class PollOp final : public io::Completion {
-public:
+  public:
     PollOp(io::Ring& ring, std::function<void(int)> fn) : ring_(ring), fn_(std::move(fn)) {}
     void arm(int fd, unsigned mask = POLLIN) {
         fd_ = fd;
@@ -64,7 +64,7 @@ public:
     bool rearm_ = true;
     [[nodiscard]] bool armed() const { return armed_; }
 
-private:
+  private:
     io::Ring& ring_;
     std::function<void(int)> fn_;
     int fd_ = -1;
@@ -87,12 +87,16 @@ std::uint32_t next_epoch(const std::string& state_dir) {
 std::string role_text(core::State s) {
     switch (s) {
         case core::State::Active:
-        case core::State::SwitchingOut: return "Active";
+        case core::State::SwitchingOut:
+            return "Active";
         case core::State::Standby:
-        case core::State::HandingOff: return "Standby";
+        case core::State::HandingOff:
+            return "Standby";
         case core::State::Booting:
-        case core::State::Probing: return "Negotiating";
-        case core::State::Off: return "Off";
+        case core::State::Probing:
+            return "Negotiating";
+        case core::State::Off:
+            return "Off";
     }
     return "?";
 }
@@ -131,8 +135,8 @@ struct Agent::Impl {
     bool stopping = false;
     TimePoint started;
     TimePoint role_since;
-    std::optional<TimePoint> takeover_at;   // decision to promote
-    std::optional<TimePoint> ip_held_at;    // address added + first GARP burst
+    std::optional<TimePoint> takeover_at;  // decision to promote
+    std::optional<TimePoint> ip_held_at;   // address added + first GARP burst
     // A promotion's failover record waits for the PBX to answer (service_ready), 30 s at most.
     std::optional<store::FailoverRecord> pending_failover;
     TimePoint pending_failover_since{};
@@ -221,9 +225,13 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
     // Interfaces and the cluster IP.
     if (a.cfg.enable) {
         a.lan_ifindex = static_cast<int>(if_nametoindex(a.cfg.lan_interface.c_str()));
-        if (a.lan_ifindex == 0) return fail("lan_interface " + a.cfg.lan_interface + " does not exist", std::errc::no_such_device);
+        if (a.lan_ifindex == 0)
+            return fail("lan_interface " + a.cfg.lan_interface + " does not exist",
+                        std::errc::no_such_device);
         a.hb_ifindex = static_cast<int>(if_nametoindex(a.cfg.heartbeat_interface.c_str()));
-        if (a.hb_ifindex == 0) return fail("heartbeat_interface " + a.cfg.heartbeat_interface + " does not exist", std::errc::no_such_device);
+        if (a.hb_ifindex == 0)
+            return fail("heartbeat_interface " + a.cfg.heartbeat_interface + " does not exist",
+                        std::errc::no_such_device);
         auto am = nl::AddressManager::create();
         if (!am) return unexpected(am.error());
         a.addrs.emplace(std::move(*am));
@@ -262,7 +270,8 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
             self->post(core::EvPeerMessage{m, t});
         };
         sink.foreign_mac = [self]() { self->post(core::EvForeignPeer{MacAddr{}}); };
-        auto hb = Heartbeat::create(a.cfg, a.key, next_epoch(a.cfg.state_dir), a.ring, std::move(sink));
+        auto hb =
+            Heartbeat::create(a.cfg, a.key, next_epoch(a.cfg.state_dir), a.ring, std::move(sink));
         if (!hb) return unexpected(hb.error().wrap("heartbeat"));
         a.hb = std::move(*hb);
         a.hb->set_fence(false);
@@ -361,15 +370,17 @@ void Agent::Impl::on_link_event(const nl::MonitorEvent& ev) {
             if (up != carrier_lan) {
                 carrier_lan = up;
                 // Carrier loss on the LAN/WAN NIC is a hardware fault (the guide's Table 1).
-                post(core::EvFault{core::FaultKind::Hardware, !up,
-                                   fmt::format("{} carrier {}", cfg.lan_interface, up ? "up" : "down")});
+                post(core::EvFault{
+                    core::FaultKind::Hardware, !up,
+                    fmt::format("{} carrier {}", cfg.lan_interface, up ? "up" : "down")});
             }
         } else if (l.ifindex == hb_ifindex) {
             const bool up = l.running() && !l.removed;
             if (up != carrier_hb) {
                 carrier_hb = up;
-                post(core::EvFault{core::FaultKind::HeartbeatLink, !up,
-                                   fmt::format("{} carrier {}", cfg.heartbeat_interface, up ? "up" : "down")});
+                post(core::EvFault{
+                    core::FaultKind::HeartbeatLink, !up,
+                    fmt::format("{} carrier {}", cfg.heartbeat_interface, up ? "up" : "down")});
             }
         }
     } else if (const auto* ae = std::get_if<nl::AddrEvent>(&ev)) {
@@ -387,9 +398,10 @@ void Agent::Impl::on_alert(const core::AcAlert& a) {
     if (a.kind == core::AlertKind::Heartbeat) {
         auto snap = machine->snapshot();
         std::string mac = cfg.peer_mac ? cfg.peer_mac->to_string()
-                          : snap.peer ? snap.peer->mac.to_string()
-                                      : std::string("unknown");
-        e.content = store::heartbeat_alert_content(mac, store::local_time_text(wall_ms()), a.raised);
+                          : snap.peer  ? snap.peer->mac.to_string()
+                                       : std::string("unknown");
+        e.content =
+            store::heartbeat_alert_content(mac, store::local_time_text(wall_ms()), a.raised);
     } else {
         e.content = a.content;
     }
@@ -429,16 +441,19 @@ void Agent::Impl::persist_ha_disabled() {
     cfg.enable = false;
     auto text = read_file(config_path);
     if (!text) {
-        log::error("agent", "HA disabled but {} unreadable: {}", config_path, text.error().message());
+        log::error("agent", "HA disabled but {} unreadable: {}", config_path,
+                   text.error().message());
         return;
     }
     auto updated = core::set_config_value(*text, "ha.enable", "false");
     if (!updated) {
-        log::error("agent", "HA disabled but cannot update {}: {}", config_path, updated.error().message());
+        log::error("agent", "HA disabled but cannot update {}: {}", config_path,
+                   updated.error().message());
         return;
     }
     if (auto s = write_file_atomic(config_path, *updated, 0644); !s)
-        log::error("agent", "HA disabled but cannot write {}: {}", config_path, s.error().message());
+        log::error("agent", "HA disabled but cannot write {}: {}", config_path,
+                   s.error().message());
     else
         log::info("agent", "HA disabled: {} now has ha.enable = false", config_path);
 }
@@ -461,8 +476,10 @@ void Agent::Impl::finish_failover_record(TimePoint now) {
     const bool ready = probe ? probe->answers() > 0 : svc.running();
     const bool gave_up = now - pending_failover_since > std::chrono::seconds(30);
     if (!ready && !gave_up && machine->snapshot().serving) return;
-    if (ready) pending_failover->service_ready = now - pending_failover_since;
-    else pending_failover->cause += "; PBX not answering 30 s after the takeover";
+    if (ready)
+        pending_failover->service_ready = now - pending_failover_since;
+    else
+        pending_failover->cause += "; PBX not answering 30 s after the takeover";
     if (auto s = events.append(*pending_failover, wall_ms()); !s)
         log::error("failover", "cannot store failover log: {}", s.error().message());
     pending_failover.reset();
@@ -574,7 +591,8 @@ void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
                         post(core::EvService{core::ServiceState::Failed, s.error().message()});
                     } else {
                         arm_service_poll();
-                        if (svc.configured()) post(core::EvService{core::ServiceState::Running, ""});
+                        if (svc.configured())
+                            post(core::EvService{core::ServiceState::Running, ""});
                     }
                 } else if constexpr (std::is_same_v<T, core::AcStopService>) {
                     restart_pending = false;
@@ -651,7 +669,8 @@ json Agent::Impl::status_json() {
     json peer = json::object();
     if (snap.peer) {
         peer["address"] = cfg.peer_ip ? cfg.peer_ip->to_string() : "";
-        peer["mac"] = snap.peer->mac.is_zero() ? std::string("unknown") : snap.peer->mac.to_string();
+        peer["mac"] =
+            snap.peer->mac.is_zero() ? std::string("unknown") : snap.peer->mac.to_string();
         peer["role"] = role_text(snap.peer->state);
         peer["state"] = std::string(core::to_string(snap.peer->state));
         peer["station"] = std::string(core::to_string(snap.peer->station));
@@ -663,7 +682,9 @@ json Agent::Impl::status_json() {
         peer["direct"] = snap.peer_direct;
         peer["lan"] = snap.peer_lan;
         if (snap.peer_last_seen)
-            peer["last_seen_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(now - *snap.peer_last_seen).count();
+            peer["last_seen_ms"] =
+                std::chrono::duration_cast<std::chrono::milliseconds>(now - *snap.peer_last_seen)
+                    .count();
         if (hb && hb->rtt(core::Path::Direct).count())
             peer["rtt_us"] = hb->rtt(core::Path::Direct).percentile_us(0.5);
     }
@@ -672,23 +693,29 @@ json Agent::Impl::status_json() {
         json h;
         h["mode"] = hb->mode();
         h["interface"] = cfg.heartbeat_interface;
-        h["interval_us"] = std::chrono::duration_cast<std::chrono::microseconds>(cfg.effective_interval()).count();
-        h["timeout_us"] = std::chrono::duration_cast<std::chrono::microseconds>(cfg.heartbeat_timeout).count();
+        h["interval_us"] =
+            std::chrono::duration_cast<std::chrono::microseconds>(cfg.effective_interval()).count();
+        h["timeout_us"] =
+            std::chrono::duration_cast<std::chrono::microseconds>(cfg.heartbeat_timeout).count();
         const auto& r = hb->rtt(core::Path::Direct);
-        h["rtt_us"] = {{"p50", r.percentile_us(0.5)}, {"p99", r.percentile_us(0.99)},
-                       {"p999", r.percentile_us(0.999)}, {"max", r.max_us()}, {"count", r.count()}};
+        h["rtt_us"] = {{"p50", r.percentile_us(0.5)},
+                       {"p99", r.percentile_us(0.99)},
+                       {"p999", r.percentile_us(0.999)},
+                       {"max", r.max_us()},
+                       {"count", r.count()}};
         h["lost"] = lost_count;
         h["sent"] = hb->counters().sent;
         h["replies"] = hb->counters().replies;
         if (hb->mode() != "native XDP")
-            h["warning"] = hb->mode() == "user space"
-                               ? "XDP unavailable: heartbeats answered in user space (slower under load)"
-                               : "native XDP unavailable on this NIC: generic XDP in use";
+            h["warning"] =
+                hb->mode() == "user space"
+                    ? "XDP unavailable: heartbeats answered in user space (slower under load)"
+                    : "native XDP unavailable on this NIC: generic XDP in use";
         if (auto kc = hb->kernel_counters()) {
-            h["kernel"] = {{"rx_request", kc->rx_request}, {"tx_stale", kc->tx_stale},
-                           {"drop_bad_mac", kc->drop_bad_mac}, {"drop_replay", kc->drop_replay},
+            h["kernel"] = {{"rx_request", kc->rx_request},       {"tx_stale", kc->tx_stale},
+                           {"drop_bad_mac", kc->drop_bad_mac},   {"drop_replay", kc->drop_replay},
                            {"drop_peer_mac", kc->drop_peer_mac}, {"drop_version", kc->drop_version},
-                           {"drop_short", kc->drop_short}, {"fence_arp", kc->fence_arp}};
+                           {"drop_short", kc->drop_short},       {"fence_arp", kc->fence_arp}};
         }
         s["heartbeat"] = h;
     }
@@ -732,20 +759,25 @@ std::string Agent::Impl::metrics_text() {
           snap.ha_status == core::HaStatus::Dual ? 1 : 0);
     gauge("fcmha_term", "HA term (bumped on every promotion)", static_cast<double>(snap.term));
     gauge("fcmha_healthy", "1 when no local fault is raised", snap.healthy ? 1 : 0);
-    m += fmt::format("# HELP fcmha_failovers_total Promotions of this box\n"
-                     "# TYPE fcmha_failovers_total counter\nfcmha_failovers_total {}\n", failovers);
+    m += fmt::format(
+        "# HELP fcmha_failovers_total Promotions of this box\n"
+        "# TYPE fcmha_failovers_total counter\nfcmha_failovers_total {}\n",
+        failovers);
     if (hb) {
         m += "# HELP fcmha_heartbeat_rtt_seconds Heartbeat round trip on the direct link\n"
              "# TYPE fcmha_heartbeat_rtt_seconds histogram\n";
         const auto& h = hb->rtt(core::Path::Direct);
         h.for_each_bucket([&](double le_us, std::uint64_t cum) {
-            m += fmt::format("fcmha_heartbeat_rtt_seconds_bucket{{le=\"{:.6f}\"}} {}\n", le_us / 1e6, cum);
+            m += fmt::format("fcmha_heartbeat_rtt_seconds_bucket{{le=\"{:.6f}\"}} {}\n",
+                             le_us / 1e6, cum);
         });
         m += fmt::format("fcmha_heartbeat_rtt_seconds_bucket{{le=\"+Inf\"}} {}\n", h.count());
-        m += fmt::format("fcmha_heartbeat_rtt_seconds_sum {:.6f}\nfcmha_heartbeat_rtt_seconds_count {}\n",
-                         h.sum_us() / 1e6, h.count());
-        m += fmt::format("# TYPE fcmha_heartbeat_lost_total counter\nfcmha_heartbeat_lost_total {}\n",
-                         lost_count);
+        m += fmt::format(
+            "fcmha_heartbeat_rtt_seconds_sum {:.6f}\nfcmha_heartbeat_rtt_seconds_count {}\n",
+            h.sum_us() / 1e6, h.count());
+        m += fmt::format(
+            "# TYPE fcmha_heartbeat_lost_total counter\nfcmha_heartbeat_lost_total {}\n",
+            lost_count);
     }
     if (sync) {
         const json st = sync->status_json();
@@ -753,9 +785,11 @@ std::string Agent::Impl::metrics_text() {
               st.value("lag_bytes", 0.0));
         gauge("fcmha_sync_oldest_unacked_seconds", "Age of the oldest unacknowledged change",
               st.value("oldest_unacked_ms", 0.0) / 1000.0);
-        gauge("fcmha_sync_connected", "1 while the sync stream is up", st.value("connected", false) ? 1 : 0);
-        m += fmt::format("# TYPE fcmha_sync_sent_bytes_total counter\nfcmha_sync_sent_bytes_total {}\n",
-                         st.value("bytes_sent", std::uint64_t{0}));
+        gauge("fcmha_sync_connected", "1 while the sync stream is up",
+              st.value("connected", false) ? 1 : 0);
+        m += fmt::format(
+            "# TYPE fcmha_sync_sent_bytes_total counter\nfcmha_sync_sent_bytes_total {}\n",
+            st.value("bytes_sent", std::uint64_t{0}));
     }
     return m;
 }
@@ -771,8 +805,9 @@ json Agent::Impl::handle_request(const json& req) {
     if (cmd == "switch") {
         auto result = run_command(core::Command::Switch, now);
         if (result && !result->ok) return api::error_response(result->message);
-        return api::ok_response({{"message", "force switch started: stopping the PBX, draining sync, "
-                                             "then handing the cluster IP to the peer"},
+        return api::ok_response({{"message",
+                                  "force switch started: stopping the PBX, draining sync, "
+                                  "then handing the cluster IP to the peer"},
                                  {"state", std::string(core::to_string(machine->state()))}});
     }
     if (cmd == "config_show") {
@@ -802,9 +837,11 @@ json Agent::Impl::handle_request(const json& req) {
             cfg.peer_mac = parsed.config->peer_mac;
             if (hb) hb->set_peer_mac(cfg.peer_mac);
         }
-        machine->reconfigure(core::MachineConfig::from(cfg, build.model, build.proto, build.version, own_mac));
+        machine->reconfigure(
+            core::MachineConfig::from(cfg, build.model, build.proto, build.version, own_mac));
         dispatch(now);
-        return api::ok_response({{"message", fmt::format("{} = {} saved to {}", name, value, config_path)}});
+        return api::ok_response(
+            {{"message", fmt::format("{} = {} saved to {}", name, value, config_path)}});
     }
     if (cmd == "log" || cmd == "events") return api::answer_store_query(events, req);
     if (cmd == "sync_status") {
@@ -861,7 +898,8 @@ int Agent::Impl::loop() {
         sched_param sp{};
         sp.sched_priority = cfg.prober_rt_priority;
         if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
-            log::warn("agent", "SCHED_FIFO {} not permitted: {}", cfg.prober_rt_priority, std::strerror(errno));
+            log::warn("agent", "SCHED_FIFO {} not permitted: {}", cfg.prober_rt_priority,
+                      std::strerror(errno));
         if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
             log::warn("agent", "mlockall failed: {}", std::strerror(errno));
     }
@@ -876,13 +914,14 @@ int Agent::Impl::loop() {
         }
     });
     sig_op->arm(sigfd.get());
-    ctl_op = std::make_unique<PollOp>(ring, [this](int) {
-        ctl->drain([this](const json& req) { return handle_request(req); });
-    });
+    ctl_op = std::make_unique<PollOp>(
+        ring, [this](int) { ctl->drain([this](const json& req) { return handle_request(req); }); });
     ctl_op->arm(ctl->event_fd());
     if (links) {
         nl_op = std::make_unique<PollOp>(ring, [this](int) {
-            if (auto s = links->on_readable([this](const nl::MonitorEvent& e) { on_link_event(e); }); !s)
+            if (auto s =
+                    links->on_readable([this](const nl::MonitorEvent& e) { on_link_event(e); });
+                !s)
                 log::warn("netlink", "{}", s.error().message());
         });
         nl_op->arm(links->fd());
@@ -908,14 +947,16 @@ int Agent::Impl::loop() {
         core_op = std::make_unique<PollOp>(ring, [this](int) {
             for (const auto& name : cores->drain()) {
                 // A core dump is a software fault even when the PBX restarted by itself.
-                post(core::EvFault{core::FaultKind::Software, true,
-                                   fmt::format("core dump {}/{}", cfg.service.core_dump_dir, name)});
+                post(
+                    core::EvFault{core::FaultKind::Software, true,
+                                  fmt::format("core dump {}/{}", cfg.service.core_dump_dir, name)});
             }
         });
         core_op->arm(cores->fd());
     }
     if (sync && sync->event_fd() >= 0) {
-        sync_op = std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
+        sync_op =
+            std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
         sync_op->arm(sync->event_fd());
     }
 
@@ -981,8 +1022,9 @@ int Agent::Impl::loop() {
         if (watchdog_usec) consider(next_watchdog);
         if (metrics) consider(next_metrics);
         // The BPF alive-until stamp must be refreshed well within the timeout even when idle.
-        consider(now + std::min<Duration>(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout) / 4,
-                                          std::chrono::seconds(1)));
+        consider(now +
+                 std::min<Duration>(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout) / 4,
+                                    std::chrono::seconds(1)));
         if (auto r = ring.run_once(deadline); !r) {
             log::error("agent", "event loop: {}", r.error().message());
             break;
@@ -992,6 +1034,8 @@ int Agent::Impl::loop() {
     return 0;
 }
 
-int Agent::run() { return impl_->loop(); }
+int Agent::run() {
+    return impl_->loop();
+}
 
 }  // namespace ha

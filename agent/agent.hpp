@@ -23,7 +23,7 @@ struct BuildInfo {
 };
 
 class Agent {
-public:
+  public:
     static Result<std::unique_ptr<Agent>> create(core::Config cfg, std::string config_path,
                                                  BuildInfo build);
     ~Agent();
@@ -36,7 +36,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     explicit Agent(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

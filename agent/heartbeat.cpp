@@ -1,9 +1,9 @@
 #include "agent/heartbeat.hpp"
 
 #include <arpa/inet.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
@@ -40,12 +40,14 @@ sockaddr_storage to_sockaddr(const IpAddr& ip, std::uint16_t port, socklen_t& le
     return ss;
 }
 
-std::string trimmed(const std::string& s, std::size_t max) { return s.substr(0, max); }
+std::string trimmed(const std::string& s, std::size_t max) {
+    return s.substr(0, max);
+}
 }  // namespace
 
 // One outstanding recvmsg on the heartbeat socket, re-armed after every completion.
 class Heartbeat::RecvOp final : public io::Completion {
-public:
+  public:
     explicit RecvOp(Heartbeat& hb) : hb_(hb) {}
     void arm() {
         iov_.iov_base = buf_.data();
@@ -63,7 +65,8 @@ public:
     void completed(int res, unsigned) override {
         armed_ = false;
         if (closing_) return;
-        if (res > 0) hb_.on_datagram(static_cast<std::size_t>(res));
+        if (res > 0)
+            hb_.on_datagram(static_cast<std::size_t>(res));
         else if (res < 0 && res != -EAGAIN && res != -EINTR)
             log::warn("hb", "recvmsg failed: {}", std::strerror(-res));
         arm();
@@ -73,7 +76,7 @@ public:
     bool armed_ = false;
     bool closing_ = false;
 
-private:
+  private:
     Heartbeat& hb_;
     iovec iov_{};
     msghdr msg_{};
@@ -115,7 +118,8 @@ Heartbeat::~Heartbeat() {
         io_uring_sqe* s = ring_.sqe();
         io_uring_prep_cancel(s, recv_.get(), 0);
         io_uring_sqe_set_data(s, nullptr);
-        for (int i = 0; i < 100 && recv_->armed_; ++i) (void)ring_.run_once(Clock::now() + std::chrono::milliseconds(10));
+        for (int i = 0; i < 100 && recv_->armed_; ++i)
+            (void)ring_.run_once(Clock::now() + std::chrono::milliseconds(10));
     }
 }
 
@@ -242,8 +246,10 @@ core::PeerStatus Heartbeat::to_peer_status(const bpf::NodeState& s) const {
     p.proto = s.proto_version;
     p.version = s.version;
     // The kernel drops heartbeats from any other MAC when one is configured.
-    if (cfg_.peer_mac) p.mac = *cfg_.peer_mac;
-    else if (peer_mac_seen_) p.mac = *peer_mac_seen_;
+    if (cfg_.peer_mac)
+        p.mac = *cfg_.peer_mac;
+    else if (peer_mac_seen_)
+        p.mac = *peer_mac_seen_;
     return p;
 }
 
@@ -252,7 +258,8 @@ void Heartbeat::send_request(int path, TimePoint now) {
     const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
     auto bytes = bpf::build_request(self_wire_, key_, seq, to_mono_ns(now));
     socklen_t len = 0;
-    sockaddr_storage to = to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
+    sockaddr_storage to =
+        to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
     // A plain sendto: the datagram is 88 bytes and the socket never blocks. Only a request that
     // left counts as evidence for the loss verdict.
     ssize_t n = ::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
@@ -296,11 +303,14 @@ void Heartbeat::on_datagram(std::size_t len) {
         std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in*>(&recv_->from_)->sin_addr, 4);
     } else {
         from.family = 6;
-        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in6*>(&recv_->from_)->sin6_addr, 16);
+        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in6*>(&recv_->from_)->sin6_addr,
+                    16);
     }
     int path = -1;
     for (int p : {kDirect, kLan})
-        if (peer_addr_[static_cast<std::size_t>(p)] && *peer_addr_[static_cast<std::size_t>(p)] == from) path = p;
+        if (peer_addr_[static_cast<std::size_t>(p)] &&
+            *peer_addr_[static_cast<std::size_t>(p)] == from)
+            path = p;
     if (path < 0) {
         ++counters_.bad;
         return;
@@ -334,12 +344,13 @@ void Heartbeat::on_datagram(std::size_t len) {
                 return;
             }
             last_request_seq_ = msg->seq;
-            auto reply = bpf::make_reply(std::span<const std::uint8_t>(recv_->buf_.data(), len),
-                                         self_wire_, key_, to_mono_ns(now),
-                                         to_mono_ns(now + timeout_));
-            ::sendto(sock_.get(), reply.data(), reply.size(), MSG_DONTWAIT,
-                     reinterpret_cast<sockaddr*>(&recv_->from_),
-                     recv_->from_.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+            auto reply =
+                bpf::make_reply(std::span<const std::uint8_t>(recv_->buf_.data(), len), self_wire_,
+                                key_, to_mono_ns(now), to_mono_ns(now + timeout_));
+            ::sendto(
+                sock_.get(), reply.data(), reply.size(), MSG_DONTWAIT,
+                reinterpret_cast<sockaddr*>(&recv_->from_),
+                recv_->from_.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
             live_[ps].heard(now);
             sink_.seen(static_cast<core::Path>(path), to_peer_status(msg->state));
             return;
@@ -407,7 +418,8 @@ std::optional<TimePoint> Heartbeat::next_deadline() const {
 
 void Heartbeat::set_fence(bool on) {
     if (lan_resp_) {
-        if (auto s = lan_resp_->set_fence(on); !s) log::warn("hb", "set_fence: {}", s.error().message());
+        if (auto s = lan_resp_->set_fence(on); !s)
+            log::warn("hb", "set_fence: {}", s.error().message());
     }
 }
 

@@ -26,7 +26,7 @@
 namespace ha {
 
 class Heartbeat {
-public:
+  public:
     struct Sink {
         std::function<void(core::Path, const core::PeerStatus&)> seen;
         std::function<void(core::Path)> lost;
@@ -49,7 +49,8 @@ public:
     [[nodiscard]] std::optional<TimePoint> next_deadline() const;
     void send_control(core::PeerMsg msg, const core::PeerStatus& self);
     void set_fence(bool on);
-    // The guide's "Replacing FCM in HA": the new peer MAC applies at once, in the kernel filter too.
+    // The guide's "Replacing FCM in HA": the new peer MAC applies at once, in the kernel filter
+    // too.
     void set_peer_mac(const std::optional<MacAddr>& mac);
     // Clean shutdown: detach and unpin. Without it (crash, kill -9) the programs stay attached,
     // answer stale and fence, and the next start re-adopts them.
@@ -65,7 +66,7 @@ public:
     [[nodiscard]] const Counters& counters() const { return counters_; }
     [[nodiscard]] Result<ha_counters> kernel_counters() const;
 
-private:
+  private:
     Heartbeat(const core::Config& cfg, const Key& key, std::uint32_t epoch, io::Ring& ring,
               Sink sink);
     Status open_socket();

@@ -101,8 +101,8 @@ int main(int argc, char** argv) {
                      config_path.c_str(), report.issues.size());
         // The same "FILE:LINE: key = value: message" form as `fcm-hactl config check`.
         for (const auto& issue : report.issues) {
-            std::string where = issue.line > 0 ? config_path + ":" + std::to_string(issue.line)
-                                               : config_path;
+            std::string where =
+                issue.line > 0 ? config_path + ":" + std::to_string(issue.line) : config_path;
             std::string what = issue.key.empty() ? issue.message
                                : issue.value.empty()
                                    ? issue.key + ": " + issue.message
@@ -134,7 +134,8 @@ int main(int argc, char** argv) {
         ::gethostname(host, sizeof host - 1);
         cfg.node_name = host;
     }
-    auto agent = ha::Agent::create(std::move(cfg), config_path, {HA_MODEL, HA_PROTO_VERSION, version});
+    auto agent =
+        ha::Agent::create(std::move(cfg), config_path, {HA_MODEL, HA_PROTO_VERSION, version});
     if (!agent) {
         ha::log::error("agent", "cannot start: {}", agent.error().message());
         return 3;

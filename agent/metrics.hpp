@@ -10,7 +10,7 @@
 namespace ha {
 
 class Histogram {
-public:
+  public:
     static constexpr int kBuckets = 104;  // 4 per octave over 26 octaves of microseconds
 
     void add(std::chrono::nanoseconds d) {
@@ -22,7 +22,9 @@ public:
     }
     [[nodiscard]] std::uint64_t count() const { return count_; }
     [[nodiscard]] double max_us() const { return max_us_; }
-    [[nodiscard]] double mean_us() const { return count_ ? sum_us_ / static_cast<double>(count_) : 0; }
+    [[nodiscard]] double mean_us() const {
+        return count_ ? sum_us_ / static_cast<double>(count_) : 0;
+    }
     // q in [0,1]; the upper edge of the bucket holding the q-th sample (a conservative estimate).
     [[nodiscard]] double percentile_us(double q) const {
         if (count_ == 0) return 0;
@@ -45,13 +47,15 @@ public:
     }
     [[nodiscard]] double sum_us() const { return sum_us_; }
 
-private:
+  private:
     static int bucket_of(double us) {
         if (us <= 1.0) return 0;
         int b = static_cast<int>(std::log2(us) * 4.0) + 1;
         return b >= kBuckets ? kBuckets - 1 : b;
     }
-    static double upper_edge(int b) { return b == 0 ? 1.0 : std::exp2(static_cast<double>(b) / 4.0); }
+    static double upper_edge(int b) {
+        return b == 0 ? 1.0 : std::exp2(static_cast<double>(b) / 4.0);
+    }
 
     std::array<std::uint64_t, kBuckets> buckets_{};
     std::uint64_t count_ = 0;

@@ -13,7 +13,7 @@
 namespace ha {
 
 class MetricsServer {
-public:
+  public:
     // listen: "ADDRESS:PORT" (IPv4 or [IPv6]); meant for loopback or a management network.
     static Result<std::unique_ptr<MetricsServer>> start(const std::string& listen);
     ~MetricsServer();
@@ -25,7 +25,7 @@ public:
         text_.store(std::make_shared<const std::string>(std::move(text)));
     }
 
-private:
+  private:
     MetricsServer() = default;
     void run();
     UniqueFd listen_fd_;

@@ -11,9 +11,12 @@ namespace {
 
 sync::Mode to_sync_mode(core::SyncMode m) {
     switch (m) {
-        case core::SyncMode::File: return sync::Mode::File;
-        case core::SyncMode::Append: return sync::Mode::Append;
-        case core::SyncMode::Sqlite: return sync::Mode::Sqlite;
+        case core::SyncMode::File:
+            return sync::Mode::File;
+        case core::SyncMode::Append:
+            return sync::Mode::Append;
+        case core::SyncMode::Sqlite:
+            return sync::Mode::Sqlite;
     }
     return sync::Mode::File;
 }
@@ -21,13 +24,17 @@ sync::Mode to_sync_mode(core::SyncMode m) {
 sync::Role to_sync_role(core::State s, sync::Role current) {
     switch (s) {
         case core::State::Active:
-        case core::State::SwitchingOut: return sync::Role::Active;
+        case core::State::SwitchingOut:
+            return sync::Role::Active;
         case core::State::Standby:
-        case core::State::HandingOff: return sync::Role::Standby;
+        case core::State::HandingOff:
+            return sync::Role::Standby;
         // Deciding: keep what we had (a probing standby still holds the latest copy).
         case core::State::Booting:
-        case core::State::Probing: return current;
-        case core::State::Off: return sync::Role::Off;
+        case core::State::Probing:
+            return current;
+        case core::State::Off:
+            return sync::Role::Off;
     }
     return current;
 }
@@ -89,14 +96,17 @@ std::string SyncBridge::start_full_backup(core::State state) {
     if (!impl_->engine) return "no sync roots are configured";
     const auto st = impl_->engine->status();
     if (state != core::State::Active)
-        return "a full backup runs from the active; this box is " + std::string(core::to_string(state));
+        return "a full backup runs from the active; this box is " +
+               std::string(core::to_string(state));
     if (st.full_backup.in_progress) return "a full backup is already in progress";
     if (!st.connected) return "the standby is not connected";
     impl_->engine->request_full_sync();
     return {};
 }
 
-int SyncBridge::event_fd() const { return impl_->engine ? impl_->engine->event_fd().get() : -1; }
+int SyncBridge::event_fd() const {
+    return impl_->engine ? impl_->engine->event_fd().get() : -1;
+}
 
 void SyncBridge::drain(core::Machine&, std::deque<core::Event>&) {
     if (!impl_->engine) return;
@@ -159,11 +169,15 @@ void SyncBridge::poll(core::Machine&, std::deque<core::Event>& out, TimePoint no
     out.push_back(ev);
 }
 
-std::optional<TimePoint> SyncBridge::next_deadline() const { return impl_->next_poll; }
+std::optional<TimePoint> SyncBridge::next_deadline() const {
+    return impl_->next_poll;
+}
 
 nlohmann::json SyncBridge::status_json() const {
     if (!impl_->engine)
-        return {{"connected", true}, {"state", "no sync roots configured"}, {"lag_bytes", 0},
+        return {{"connected", true},
+                {"state", "no sync roots configured"},
+                {"lag_bytes", 0},
                 {"initial_done", true}};
     const auto st = impl_->engine->status();
     nlohmann::json j = {{"connected", st.connected},
@@ -180,7 +194,8 @@ nlohmann::json SyncBridge::status_json() const {
                         {"roots", impl_->cfg.sync_roots.size()}};
     if (st.full_backup.last_result != sync::BackupResult::None) {
         j["last_full_backup"] = fmt::format(
-            "{} at {}", st.full_backup.last_result == sync::BackupResult::Success ? "success" : "failed",
+            "{} at {}",
+            st.full_backup.last_result == sync::BackupResult::Success ? "success" : "failed",
             st.full_backup.last_time_ms);
     }
     return j;
@@ -189,15 +204,21 @@ nlohmann::json SyncBridge::status_json() const {
 nlohmann::json SyncBridge::backup_json() const {
     if (!impl_->engine) return nlohmann::json::object();
     const auto fb = impl_->engine->status().full_backup;
-    return {{"in_progress", fb.in_progress}, {"files_done", fb.files_done},
-            {"files_total", fb.files_total}, {"bytes_done", fb.bytes_done},
-            {"bytes_total", fb.bytes_total}, {"rate_bps", fb.rate_Bps}, {"eta_s", fb.eta_s}};
+    return {{"in_progress", fb.in_progress},
+            {"files_done", fb.files_done},
+            {"files_total", fb.files_total},
+            {"bytes_done", fb.bytes_done},
+            {"bytes_total", fb.bytes_total},
+            {"rate_bps", fb.rate_Bps},
+            {"eta_s", fb.eta_s}};
 }
 
 bool SyncBridge::backup_in_progress() const {
     return impl_->engine && impl_->engine->status().full_backup.in_progress;
 }
 
-void SyncBridge::stop() { impl_->engine.reset(); }
+void SyncBridge::stop() {
+    impl_->engine.reset();
+}
 
 }  // namespace ha

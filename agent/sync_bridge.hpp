@@ -19,7 +19,7 @@
 namespace ha {
 
 class SyncBridge {
-public:
+  public:
     static Result<std::unique_ptr<SyncBridge>> create(const core::Config& cfg, const Key& key,
                                                       store::EventStore& events);
     ~SyncBridge();
@@ -45,7 +45,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     explicit SyncBridge(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

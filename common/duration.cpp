@@ -13,15 +13,21 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
     std::size_t num_end = 0;
     while (num_end < s.size() && ((s[num_end] >= '0' && s[num_end] <= '9') || s[num_end] == '.'))
         ++num_end;
-    if (num_end == 0) return fail(fmt::format("'{}' is not a duration (e.g. 800us, 2ms, 1.5s)", text));
+    if (num_end == 0)
+        return fail(fmt::format("'{}' is not a duration (e.g. 800us, 2ms, 1.5s)", text));
     std::string_view num = s.substr(0, num_end);
     std::string_view unit = s.substr(num_end);
     double scale = 0;
-    if (unit == "ns") scale = 1;
-    else if (unit == "us" || unit == "µs") scale = 1e3;
-    else if (unit == "ms") scale = 1e6;
-    else if (unit == "s") scale = 1e9;
-    else if (unit == "m" || unit == "min") scale = 60e9;
+    if (unit == "ns")
+        scale = 1;
+    else if (unit == "us" || unit == "µs")
+        scale = 1e3;
+    else if (unit == "ms")
+        scale = 1e6;
+    else if (unit == "s")
+        scale = 1e9;
+    else if (unit == "m" || unit == "min")
+        scale = 60e9;
     else
         return fail(fmt::format("'{}' has no valid unit (use ns, us, ms, s or m)", text));
     // from_chars for double is not in g++ 12's libstdc++ for all targets; parse by hand.

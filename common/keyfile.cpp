@@ -22,7 +22,8 @@ Result<Key> parse_key(std::string_view text) {
         if (comment || c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
         hex += c;
     }
-    if (hex.size() != 32) return fail(fmt::format("key must be 32 hex digits, found {}", hex.size()));
+    if (hex.size() != 32)
+        return fail(fmt::format("key must be 32 hex digits, found {}", hex.size()));
     std::array<std::uint8_t, 16> bytes{};
     for (std::size_t i = 0; i < 16; ++i) {
         auto nib = [&](char c) -> int {

@@ -21,9 +21,15 @@ std::set<std::string, std::less<>> g_debug;
 std::atomic<bool> g_any_debug{false};
 }  // namespace
 
-void set_level(Level l) { g_level.store(l); }
-Level level() { return g_level.load(); }
-void set_journal_prefix(bool on) { g_journal.store(on); }
+void set_level(Level l) {
+    g_level.store(l);
+}
+Level level() {
+    return g_level.load();
+}
+void set_journal_prefix(bool on) {
+    g_journal.store(on);
+}
 
 void set_debug(std::string_view subsystem, bool on) {
     std::lock_guard lk(g_debug_mu);
@@ -44,10 +50,14 @@ bool enabled(Level l, std::string_view subsystem) {
 
 std::string_view level_name(Level l) {
     switch (l) {
-        case Level::Error: return "error";
-        case Level::Warn: return "warn";
-        case Level::Info: return "info";
-        case Level::Debug: return "debug";
+        case Level::Error:
+            return "error";
+        case Level::Warn:
+            return "warn";
+        case Level::Info:
+            return "info";
+        case Level::Debug:
+            return "debug";
     }
     return "?";
 }

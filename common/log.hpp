@@ -52,11 +52,11 @@ void debug(std::string_view sub, fmt::format_string<Args...> f, Args&&... a) {
 
 // Invariant violations: log and abort in every build. Crashing hands the service to the peer;
 // limping on risks two actives.
-#define HA_ASSERT(cond, ...)                                                            \
-    do {                                                                                \
-        if (!(cond)) [[unlikely]] {                                                     \
-            ::ha::log::write(::ha::log::Level::Error, "assert",                          \
+#define HA_ASSERT(cond, ...)                                                                     \
+    do {                                                                                         \
+        if (!(cond)) [[unlikely]] {                                                              \
+            ::ha::log::write(::ha::log::Level::Error, "assert",                                  \
                              std::string(#cond " at " __FILE__ ":") + std::to_string(__LINE__)); \
-            ::abort();                                                                  \
-        }                                                                               \
+            ::abort();                                                                           \
+        }                                                                                        \
     } while (0)

@@ -25,8 +25,10 @@ Result<IpAddr> IpAddr::parse(std::string_view text) {
 
 std::string IpAddr::to_string() const {
     char buf[INET6_ADDRSTRLEN] = {};
-    if (family == 4) inet_ntop(AF_INET, bytes.data(), buf, sizeof buf);
-    else if (family == 6) inet_ntop(AF_INET6, bytes.data(), buf, sizeof buf);
+    if (family == 4)
+        inet_ntop(AF_INET, bytes.data(), buf, sizeof buf);
+    else if (family == 6)
+        inet_ntop(AF_INET6, bytes.data(), buf, sizeof buf);
     return buf;
 }
 
@@ -57,11 +59,14 @@ Result<IpPrefix> IpPrefix::parse(std::string_view text) {
     return p;
 }
 
-std::string IpPrefix::to_string() const { return fmt::format("{}/{}", addr.to_string(), len); }
+std::string IpPrefix::to_string() const {
+    return fmt::format("{}/{}", addr.to_string(), len);
+}
 
 Result<MacAddr> MacAddr::parse(std::string_view text) {
     MacAddr m;
-    if (text.size() != 17) return fail(fmt::format("'{}' is not a MAC address (aa:bb:cc:dd:ee:ff)", text));
+    if (text.size() != 17)
+        return fail(fmt::format("'{}' is not a MAC address (aa:bb:cc:dd:ee:ff)", text));
     for (std::size_t i = 0; i < 6; ++i) {
         if (i > 0 && text[i * 3 - 1] != ':' && text[i * 3 - 1] != '-')
             return fail(fmt::format("'{}' is not a MAC address (aa:bb:cc:dd:ee:ff)", text));

@@ -11,7 +11,7 @@
 namespace ha {
 
 struct IpAddr {
-    std::uint8_t family = 0;  // 4 or 6; 0 = unset
+    std::uint8_t family = 0;               // 4 or 6; 0 = unset
     std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4, network order
 
     static Result<IpAddr> parse(std::string_view text);

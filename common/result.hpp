@@ -29,14 +29,18 @@ struct Error {
 struct Unexpected {
     Error error;
 };
-inline Unexpected unexpected(Error e) { return Unexpected{std::move(e)}; }
+inline Unexpected unexpected(Error e) {
+    return Unexpected{std::move(e)};
+}
 
 // An error from a negative-errno return (libbpf, liburing, libmnl style) or from errno.
 inline Unexpected errno_error(int err, std::string context) {
-    return Unexpected{Error{std::error_code(err < 0 ? -err : err, std::system_category()),
-                            std::move(context)}};
+    return Unexpected{
+        Error{std::error_code(err < 0 ? -err : err, std::system_category()), std::move(context)}};
 }
-inline Unexpected last_errno(std::string context) { return errno_error(errno, std::move(context)); }
+inline Unexpected last_errno(std::string context) {
+    return errno_error(errno, std::move(context));
+}
 // An error that is not an errno: a bad value, a protocol violation.
 inline Unexpected fail(std::string context, std::errc code = std::errc::invalid_argument) {
     return Unexpected{Error{std::make_error_code(code), std::move(context)}};
@@ -44,7 +48,7 @@ inline Unexpected fail(std::string context, std::errc code = std::errc::invalid_
 
 template <typename T>
 class [[nodiscard]] Result {
-public:
+  public:
     Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
     Result(Unexpected u) : v_(std::in_place_index<1>, std::move(u.error)) {}  // NOLINT
 
@@ -66,20 +70,20 @@ public:
         return has_value() ? value() : static_cast<T>(std::forward<U>(other));
     }
 
-private:
+  private:
     std::variant<T, Error> v_;
 };
 
 template <>
 class [[nodiscard]] Result<void> {
-public:
+  public:
     Result() = default;
     Result(Unexpected u) : err_(std::move(u.error)), ok_(false) {}  // NOLINT
     [[nodiscard]] bool has_value() const { return ok_; }
     explicit operator bool() const { return ok_; }
     [[nodiscard]] const Error& error() const { return err_; }
 
-private:
+  private:
     Error err_;
     bool ok_ = true;
 };
@@ -89,7 +93,7 @@ using Status = Result<void>;
 }  // namespace ha
 
 // Propagates an error with added context: HA_TRY(x, open_file(p), "load config");
-#define HA_TRY_CTX(var, expr, ctx)                                       \
-    auto var##_result = (expr);                                          \
+#define HA_TRY_CTX(var, expr, ctx)                                              \
+    auto var##_result = (expr);                                                 \
     if (!var##_result) return ::ha::unexpected(var##_result.error().wrap(ctx)); \
     auto var = std::move(*var##_result)

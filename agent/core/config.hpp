@@ -41,7 +41,8 @@ struct ServiceConfig {
     std::string start;
     std::string stop;
     std::chrono::nanoseconds stop_timeout = std::chrono::seconds(5);
-    // Liveness probe (deadlock detection): SIP OPTIONS to sip_target, or a command that must exit 0.
+    // Liveness probe (deadlock detection): SIP OPTIONS to sip_target, or a command that must exit
+    // 0.
     ProbeKind probe = ProbeKind::None;
     std::string sip_target;  // "198.18.0.100:5060"; empty = cluster IP, port 5060
     std::string probe_command;
@@ -56,12 +57,12 @@ struct ServiceConfig {
 
 struct Config {
     // --- the guide's Table 1 ---
-    bool enable = false;                         // "High Available Enable", default No
-    std::optional<StationType> station_type;     // required when enabled
-    std::optional<IpPrefix> cluster_ip;          // required when enabled; IPv4 or IPv6 with prefix
-    std::optional<IpAddr> peer_ip;               // peer's address on the heartbeat link
-    std::optional<MacAddr> peer_mac;             // optional: heartbeats from other MACs ignored
-    std::uint16_t heartbeat_port = 9527;         // 0-65535
+    bool enable = false;                      // "High Available Enable", default No
+    std::optional<StationType> station_type;  // required when enabled
+    std::optional<IpPrefix> cluster_ip;       // required when enabled; IPv4 or IPv6 with prefix
+    std::optional<IpAddr> peer_ip;            // peer's address on the heartbeat link
+    std::optional<MacAddr> peer_mac;          // optional: heartbeats from other MACs ignored
+    std::uint16_t heartbeat_port = 9527;      // 0-65535
     // A bare integer is seconds (3-10, the guide's range); a duration string ("2ms", "800us",
     // "1.5s") opens the low-latency range down to 500us.
     std::chrono::nanoseconds heartbeat_timeout = std::chrono::seconds(7);
@@ -69,17 +70,17 @@ struct Config {
     bool hardware_fault_switch = false;
 
     // --- what the agent needs beyond the guide ---
-    std::string heartbeat_interface;             // the direct link NIC ("heartbeat port")
-    std::string lan_interface;                   // NIC that carries the cluster IP
-    std::optional<IpAddr> peer_lan_ip;           // second, slower heartbeat path over the LAN
+    std::string heartbeat_interface;    // the direct link NIC ("heartbeat port")
+    std::string lan_interface;          // NIC that carries the cluster IP
+    std::optional<IpAddr> peer_lan_ip;  // second, slower heartbeat path over the LAN
     // Probe interval on the heartbeat link; 0 = timeout/10. 50us at the least.
     std::chrono::nanoseconds heartbeat_interval{0};
     // Probe interval on the LAN path; 0 = 4 x heartbeat interval.
     std::chrono::nanoseconds lan_heartbeat_interval{0};
-    int prober_rt_priority = 10;                 // SCHED_FIFO priority of the prober; 0 = normal
+    int prober_rt_priority = 10;  // SCHED_FIFO priority of the prober; 0 = normal
     XdpMode xdp_mode = XdpMode::Auto;
     std::string bpf_pin_root = "/sys/fs/bpf/fcm-ha";
-    std::string node_name;                       // shown in status and events; default hostname
+    std::string node_name;  // shown in status and events; default hostname
 
     std::string state_dir = "/var/lib/fcm-ha";
     std::string key_file = "/etc/fcm-ha/ha.key";
@@ -87,8 +88,8 @@ struct Config {
     std::string metrics_listen = "127.0.0.1:9529";  // Prometheus text; empty = off
 
     std::vector<SyncRoot> sync_roots;
-    std::uint16_t sync_port = 9528;              // TCP on the heartbeat link
-    std::string full_backup_time = "00:00";      // daily full backup, local time HH:MM
+    std::uint16_t sync_port = 9528;          // TCP on the heartbeat link
+    std::string full_backup_time = "00:00";  // daily full backup, local time HH:MM
     std::chrono::nanoseconds switch_drain_timeout = std::chrono::seconds(10);
 
     ServiceConfig service;
@@ -114,16 +115,16 @@ Result<Endpoint> parse_endpoint(std::string_view text);
 
 // One problem with one key: "heartbeat.timeout = 11: must be 3-10 seconds, or a duration ...".
 struct ConfigIssue {
-    std::string key;     // dotted TOML key, e.g. "ha.heartbeat_timeout"
-    std::string value;   // the offending value as written ("" when missing)
-    std::string message; // what is wrong and the allowed range
-    int line = 0;        // 0 when not known (missing key)
+    std::string key;      // dotted TOML key, e.g. "ha.heartbeat_timeout"
+    std::string value;    // the offending value as written ("" when missing)
+    std::string message;  // what is wrong and the allowed range
+    int line = 0;         // 0 when not known (missing key)
     [[nodiscard]] std::string to_string() const;
 };
 
 struct ConfigReport {
-    std::optional<Config> config;      // set only when issues is empty
-    std::vector<ConfigIssue> issues;   // every problem found, in file order
+    std::optional<Config> config;     // set only when issues is empty
+    std::vector<ConfigIssue> issues;  // every problem found, in file order
 };
 
 // Pure: text in, config or every issue out. Unknown keys are issues (typos must not be silent).

@@ -55,8 +55,10 @@ std::optional<TimePoint> Liveness::next_check() const {
 
 std::optional<bool> Liveness::update(TimePoint now) {
     bool now_alive = alive_;
-    if (lost(now)) now_alive = false;
-    else if (last_life_ && now - *last_life_ < timeout_) now_alive = true;
+    if (lost(now))
+        now_alive = false;
+    else if (last_life_ && now - *last_life_ < timeout_)
+        now_alive = true;
     if (now_alive == alive_) return std::nullopt;
     alive_ = now_alive;
     return alive_;

@@ -14,7 +14,7 @@
 namespace ha::core {
 
 class Liveness {
-public:
+  public:
     // `timeout`: how long a sent request may stay unanswered. `min_unanswered`: how many
     // consecutive unanswered requests are needed too (one lost datagram is not a dead peer).
     explicit Liveness(Duration timeout, unsigned min_unanswered = 2)
@@ -44,7 +44,7 @@ public:
     [[nodiscard]] std::optional<TimePoint> last_life() const { return last_life_; }
     void set_timeout(Duration t) { timeout_ = t; }
 
-private:
+  private:
     struct Sent {
         std::uint64_t seq;
         TimePoint at;

@@ -12,61 +12,91 @@ namespace ha::core {
 
 std::string_view to_string(State s) {
     switch (s) {
-        case State::Booting: return "Booting";
-        case State::Probing: return "Probing";
-        case State::Active: return "Active";
-        case State::Standby: return "Standby";
-        case State::SwitchingOut: return "SwitchingOut";
-        case State::HandingOff: return "HandingOff";
-        case State::Off: return "Off";
+        case State::Booting:
+            return "Booting";
+        case State::Probing:
+            return "Probing";
+        case State::Active:
+            return "Active";
+        case State::Standby:
+            return "Standby";
+        case State::SwitchingOut:
+            return "SwitchingOut";
+        case State::HandingOff:
+            return "HandingOff";
+        case State::Off:
+            return "Off";
     }
     return "?";
 }
 std::string_view to_string(HaStatus s) {
     switch (s) {
-        case HaStatus::Off: return "Off";
-        case HaStatus::Single: return "Single";
-        case HaStatus::Dual: return "Dual";
+        case HaStatus::Off:
+            return "Off";
+        case HaStatus::Single:
+            return "Single";
+        case HaStatus::Dual:
+            return "Dual";
     }
     return "?";
 }
 std::string_view to_string(Path p) {
     switch (p) {
-        case Path::Direct: return "direct";
-        case Path::Lan: return "lan";
+        case Path::Direct:
+            return "direct";
+        case Path::Lan:
+            return "lan";
     }
     return "?";
 }
 std::string_view to_string(FaultKind k) {
     switch (k) {
-        case FaultKind::Software: return "software";
-        case FaultKind::Hardware: return "hardware";
-        case FaultKind::HeartbeatLink: return "heartbeat-link";
+        case FaultKind::Software:
+            return "software";
+        case FaultKind::Hardware:
+            return "hardware";
+        case FaultKind::HeartbeatLink:
+            return "heartbeat-link";
     }
     return "?";
 }
 std::string_view to_string(PeerMsg m) {
     switch (m) {
-        case PeerMsg::TakeoverNow: return "TakeoverNow";
-        case PeerMsg::Fence: return "Fence";
-        case PeerMsg::DisableHa: return "DisableHa";
+        case PeerMsg::TakeoverNow:
+            return "TakeoverNow";
+        case PeerMsg::Fence:
+            return "Fence";
+        case PeerMsg::DisableHa:
+            return "DisableHa";
     }
     return "?";
 }
 std::string_view to_string(AlertKind k) {
     switch (k) {
-        case AlertKind::Heartbeat: return "heartbeat";
-        case AlertKind::HeartbeatLink: return "heartbeat-link";
-        case AlertKind::PeerMacMismatch: return "peer-mac-mismatch";
-        case AlertKind::PairRefused: return "pair-refused";
-        case AlertKind::VersionMismatch: return "version-mismatch";
-        case AlertKind::ClusterIpConflict: return "cluster-ip-conflict";
-        case AlertKind::ClusterIpRemoved: return "cluster-ip-removed";
-        case AlertKind::SoftwareFault: return "software-fault";
-        case AlertKind::HardwareFault: return "hardware-fault";
-        case AlertKind::SplitBrain: return "split-brain";
-        case AlertKind::PeerHung: return "peer-hung";
-        case AlertKind::HandoffFailed: return "handoff-failed";
+        case AlertKind::Heartbeat:
+            return "heartbeat";
+        case AlertKind::HeartbeatLink:
+            return "heartbeat-link";
+        case AlertKind::PeerMacMismatch:
+            return "peer-mac-mismatch";
+        case AlertKind::PairRefused:
+            return "pair-refused";
+        case AlertKind::VersionMismatch:
+            return "version-mismatch";
+        case AlertKind::ClusterIpConflict:
+            return "cluster-ip-conflict";
+        case AlertKind::ClusterIpRemoved:
+            return "cluster-ip-removed";
+        case AlertKind::SoftwareFault:
+            return "software-fault";
+        case AlertKind::HardwareFault:
+            return "hardware-fault";
+        case AlertKind::SplitBrain:
+            return "split-brain";
+        case AlertKind::PeerHung:
+            return "peer-hung";
+        case AlertKind::HandoffFailed:
+            return "handoff-failed";
     }
     return "?";
 }
@@ -75,11 +105,16 @@ std::string describe(const Action& a) {
     return std::visit(
         [](const auto& x) -> std::string {
             using T = std::decay_t<decltype(x)>;
-            if constexpr (std::is_same_v<T, AcProbeClusterIp>) return "ProbeClusterIp";
-            else if constexpr (std::is_same_v<T, AcAcquireClusterIp>) return "AcquireClusterIp";
-            else if constexpr (std::is_same_v<T, AcReleaseClusterIp>) return "ReleaseClusterIp";
-            else if constexpr (std::is_same_v<T, AcStartService>) return "StartService";
-            else if constexpr (std::is_same_v<T, AcStopService>) return "StopService";
+            if constexpr (std::is_same_v<T, AcProbeClusterIp>)
+                return "ProbeClusterIp";
+            else if constexpr (std::is_same_v<T, AcAcquireClusterIp>)
+                return "AcquireClusterIp";
+            else if constexpr (std::is_same_v<T, AcReleaseClusterIp>)
+                return "ReleaseClusterIp";
+            else if constexpr (std::is_same_v<T, AcStartService>)
+                return "StartService";
+            else if constexpr (std::is_same_v<T, AcStopService>)
+                return "StopService";
             else if constexpr (std::is_same_v<T, AcPersistTerm>)
                 return fmt::format("PersistTerm {}", x.term);
             else if constexpr (std::is_same_v<T, AcSendPeer>)
@@ -88,12 +123,14 @@ std::string describe(const Action& a) {
                 return fmt::format("Alert {} {} '{}'", to_string(x.kind),
                                    x.raised ? "raise" : "clear", x.content);
             else if constexpr (std::is_same_v<T, AcLog>)
-                return fmt::format("Log {} '{}'", x.kind == LogKind::Failover ? "failover" : "backup",
-                                   x.text);
-            else if constexpr (std::is_same_v<T, AcRequestFullSync>) return "RequestFullSync";
+                return fmt::format("Log {} '{}'",
+                                   x.kind == LogKind::Failover ? "failover" : "backup", x.text);
+            else if constexpr (std::is_same_v<T, AcRequestFullSync>)
+                return "RequestFullSync";
             else if constexpr (std::is_same_v<T, AcQuarantineData>)
                 return fmt::format("QuarantineData term={}", x.term);
-            else if constexpr (std::is_same_v<T, AcReboot>) return "Reboot";
+            else if constexpr (std::is_same_v<T, AcReboot>)
+                return "Reboot";
             else if constexpr (std::is_same_v<T, AcCommandResult>)
                 return fmt::format("CommandResult ok={} '{}'", x.ok, x.message);
             else if constexpr (std::is_same_v<T, AcFenceSelf>)
@@ -125,8 +162,12 @@ MachineConfig MachineConfig::from(const Config& c, std::string model, std::uint1
 }
 
 namespace {
-constexpr unsigned kFaultBit(FaultKind k) { return 1u << static_cast<unsigned>(k); }
-constexpr std::uint32_t kAlertBit(AlertKind k) { return 1u << static_cast<unsigned>(k); }
+constexpr unsigned kFaultBit(FaultKind k) {
+    return 1u << static_cast<unsigned>(k);
+}
+constexpr std::uint32_t kAlertBit(AlertKind k) {
+    return 1u << static_cast<unsigned>(k);
+}
 // Software and hardware faults make a box unhealthy (it must not promote, and an active hands
 // over when the switch allows). Heartbeat NIC loss does not: the LAN path and the ARP probe decide.
 constexpr unsigned kUnhealthyMask = kFaultBit(FaultKind::Software) | kFaultBit(FaultKind::Hardware);
@@ -170,9 +211,8 @@ PeerStatus Machine::own_status() const {
 }
 
 Snapshot Machine::snapshot() const {
-    return Snapshot{state_,        ha_status(),     term_,         serving_, healthy(),
-                    synced_,       peer_seen_[0],   peer_seen_[1], peer_,    peer_last_seen_,
-                    reason_};
+    return Snapshot{state_,        ha_status(),   term_, serving_,        healthy(), synced_,
+                    peer_seen_[0], peer_seen_[1], peer_, peer_last_seen_, reason_};
 }
 
 std::string Machine::config_restriction() const {
@@ -225,8 +265,10 @@ void Machine::enter(State s, std::string reason, TimePoint now, Actions& out) {
 void Machine::alert(AlertKind kind, bool raised, std::string content, Actions& out) {
     const bool is_raised = (alerts_raised_ & kAlertBit(kind)) != 0;
     if (raised == is_raised) return;  // one Generate Alert, one Restore to normal: no flood
-    if (raised) alerts_raised_ |= kAlertBit(kind);
-    else alerts_raised_ &= ~kAlertBit(kind);
+    if (raised)
+        alerts_raised_ |= kAlertBit(kind);
+    else
+        alerts_raised_ &= ~kAlertBit(kind);
     out.push_back(AcAlert{kind, raised, std::move(content)});
 }
 
@@ -252,13 +294,15 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
     switch (state_) {
         case State::Booting:
             // Nobody answered within one timeout: alone. Promote only after the ARP probe.
-            if (!peer_visible()) begin_probe("no peer answered at boot", now, out);
-            else consider_promotion(now, out);
+            if (!peer_visible())
+                begin_probe("no peer answered at boot", now, out);
+            else
+                consider_promotion(now, out);
             break;
         case State::Probing:
             // The probe adapter always answers; a missing answer is treated as a conflict.
-            alert(AlertKind::ClusterIpConflict, true, "ARP probe for the cluster IP did not complete",
-                  out);
+            alert(AlertKind::ClusterIpConflict, true,
+                  "ARP probe for the cluster IP did not complete", out);
             enter(peer_visible() ? State::Standby : State::Booting, "ARP probe timed out", now,
                   out);
             deadline_ = now + cfg_.timeout;
@@ -267,8 +311,9 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
             // Sync did not drain in time: abort the switch, serve again. Nothing was released.
             out.push_back(AcStartService{});
             out.push_back(AcCommandResult{
-                false, fmt::format("force switch aborted: sync not drained within {} (lag {} bytes)",
-                                   format_duration(cfg_.drain_timeout), sync_.lag_bytes)});
+                false,
+                fmt::format("force switch aborted: sync not drained within {} (lag {} bytes)",
+                            format_duration(cfg_.drain_timeout), sync_.lag_bytes)});
             out.push_back(AcLog{LogKind::Failover, "force switch aborted: sync not drained"});
             switch_requested_ = false;
             enter(State::Active, "force switch aborted", now, out);
@@ -308,11 +353,11 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
     peer_term_seen_ = std::max(peer_term_seen_, p.term);
 
     if (!peer_compatible(p)) {
-        std::string why = p.station == cfg_.station
-                              ? fmt::format("both boxes are {}", to_string(p.station))
-                          : p.model != cfg_.model
-                              ? fmt::format("peer model {} differs from {}", p.model, cfg_.model)
-                              : fmt::format("peer protocol {} differs from {}", p.proto, cfg_.proto);
+        std::string why =
+            p.station == cfg_.station ? fmt::format("both boxes are {}", to_string(p.station))
+            : p.model != cfg_.model
+                ? fmt::format("peer model {} differs from {}", p.model, cfg_.model)
+                : fmt::format("peer protocol {} differs from {}", p.proto, cfg_.proto);
         alert(AlertKind::PairRefused, true, "refusing to pair: " + why, out);
         // Never promote next to a box we cannot pair with: the ARP probe is the only guard left,
         // and two simultaneous probes would both pass.
@@ -372,8 +417,8 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
         case State::SwitchingOut:
             if (p.state == State::Active && !p.agent_stale) {
                 // Two actives met (a healed partition). Higher term wins; tie: the primary.
-                const bool we_win = term_ > p.term ||
-                                    (term_ == p.term && cfg_.station == StationType::Primary);
+                const bool we_win =
+                    term_ > p.term || (term_ == p.term && cfg_.station == StationType::Primary);
                 if (!we_win) {
                     // The address goes before anything else, the alert included.
                     const std::uint64_t ours = term_;
@@ -391,10 +436,10 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
             break;
         case State::HandingOff:
             if (p.state == State::Active && p.term > term_) {
-                out.push_back(AcLog{LogKind::Failover,
-                                    fmt::format("handed over to the peer (term {}): {}", p.term,
-                                                pending_reason_),
-                                    State::Active, State::Standby, p.term, Duration{0}});
+                out.push_back(AcLog{
+                    LogKind::Failover,
+                    fmt::format("handed over to the peer (term {}): {}", p.term, pending_reason_),
+                    State::Active, State::Standby, p.term, Duration{0}});
                 enter(State::Standby, "peer took over: " + pending_reason_, now, out);
                 alert(AlertKind::HandoffFailed, false, "peer took over", out);
                 if (cfg_.fault_action == FaultAction::Reboot && !healthy()) {
@@ -560,10 +605,10 @@ void Machine::on(const EvClusterIpRemoved&, TimePoint, Actions& out) {
 
 void Machine::handle_fault_policy(FaultKind kind, const std::string& detail, TimePoint now,
                                   Actions& out) {
-    const bool switch_on = kind == FaultKind::Software ? cfg_.software_fault_switch
-                                                       : cfg_.hardware_fault_switch;
-    const AlertKind ak = kind == FaultKind::Software ? AlertKind::SoftwareFault
-                                                     : AlertKind::HardwareFault;
+    const bool switch_on =
+        kind == FaultKind::Software ? cfg_.software_fault_switch : cfg_.hardware_fault_switch;
+    const AlertKind ak =
+        kind == FaultKind::Software ? AlertKind::SoftwareFault : AlertKind::HardwareFault;
     alert(ak, true, fmt::format("{} fault: {}", to_string(kind), detail), out);
     if (state_ != State::Active) return;
     // Active FCM self-failure detection: with the switch on, tell the standby to take over at
@@ -594,9 +639,9 @@ void Machine::on(const EvFault& e, TimePoint now, Actions& out) {
     if (!e.raised) {
         if (faults_ & bit) {
             faults_ &= ~bit;
-            alert(e.kind == FaultKind::Software ? AlertKind::SoftwareFault
-                                                : AlertKind::HardwareFault,
-                  false, fmt::format("{} fault cleared: {}", to_string(e.kind), e.detail), out);
+            alert(
+                e.kind == FaultKind::Software ? AlertKind::SoftwareFault : AlertKind::HardwareFault,
+                false, fmt::format("{} fault cleared: {}", to_string(e.kind), e.detail), out);
         }
         if (state_ == State::Standby) consider_promotion(now, out);
         return;
@@ -668,17 +713,22 @@ void Machine::on(const EvCommand& e, TimePoint now, Actions& out) {
         case Command::Switch: {
             // The guide greys the button on the standby; Force Switch needs a peer to switch to.
             std::string refuse;
-            if (state_ == State::Off) refuse = "HA is disabled";
+            if (state_ == State::Off)
+                refuse = "HA is disabled";
             else if (state_ != State::Active)
-                refuse = fmt::format("force switch is only available on the active (this box is {})",
-                                     to_string(state_));
+                refuse =
+                    fmt::format("force switch is only available on the active (this box is {})",
+                                to_string(state_));
             else if (ha_status() != HaStatus::Dual)
                 refuse = "HA status is Single: the peer is not reachable";
             else if (!peer_ || peer_->state != State::Standby || peer_->agent_stale)
                 refuse = "the peer is not a ready standby";
-            else if (!peer_->healthy) refuse = "the standby reports a fault";
-            else if (!peer_->synced) refuse = "the standby has not finished its initial sync";
-            else if (!sync_.connected) refuse = "the sync stream to the standby is down";
+            else if (!peer_->healthy)
+                refuse = "the standby reports a fault";
+            else if (!peer_->synced)
+                refuse = "the standby has not finished its initial sync";
+            else if (!sync_.connected)
+                refuse = "the sync stream to the standby is down";
             if (!refuse.empty()) {
                 out.push_back(AcCommandResult{false, "force switch refused: " + refuse});
                 return;
@@ -703,8 +753,8 @@ void Machine::on(const EvCommand& e, TimePoint now, Actions& out) {
             out.push_back(AcSendPeer{PeerMsg::DisableHa, term_});
             out.push_back(AcLog{LogKind::Failover, "HA disabled"});
             enter(State::Off, "HA disabled by the operator", now, out);
-            out.push_back(AcCommandResult{true, serving_ ? "HA disabled; this box keeps serving"
-                                                         : "HA disabled"});
+            out.push_back(AcCommandResult{
+                true, serving_ ? "HA disabled; this box keeps serving" : "HA disabled"});
             return;
     }
 }

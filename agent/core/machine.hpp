@@ -46,18 +46,18 @@ enum class PeerMsg : std::uint8_t {
     DisableHa = 3,    // HA disabled on the active: the standby turns Off
 };
 enum class AlertKind : std::uint8_t {
-    Heartbeat,        // "HEARTBEAT ... loose connection" / "... has recovered from failure"
-    HeartbeatLink,    // heartbeat NIC carrier
-    PeerMacMismatch,  // heartbeats from a MAC other than the configured peer MAC
-    PairRefused,      // same station type, other model or protocol version
-    VersionMismatch,  // other software version: paired, alerted until both match
+    Heartbeat,          // "HEARTBEAT ... loose connection" / "... has recovered from failure"
+    HeartbeatLink,      // heartbeat NIC carrier
+    PeerMacMismatch,    // heartbeats from a MAC other than the configured peer MAC
+    PairRefused,        // same station type, other model or protocol version
+    VersionMismatch,    // other software version: paired, alerted until both match
     ClusterIpConflict,  // the ARP probe found another MAC on the cluster IP
     ClusterIpRemoved,   // someone removed the cluster IP behind our back (restored)
     SoftwareFault,
     HardwareFault,
-    SplitBrain,       // two actives met; the loser's data went to quarantine
-    PeerHung,         // the peer's kernel answers, its agent does not
-    HandoffFailed,    // the peer did not take over after a handoff; we reclaimed
+    SplitBrain,     // two actives met; the loser's data went to quarantine
+    PeerHung,       // the peer's kernel answers, its agent does not
+    HandoffFailed,  // the peer did not take over after a handoff; we reclaimed
 };
 enum class LogKind : std::uint8_t { Failover, Backup };
 
@@ -126,13 +126,13 @@ struct EvCommand {
     Command cmd;
 };
 
-using Event = std::variant<EvTick, EvPeerSeen, EvPeerLost, EvForeignPeer, EvArpProbeDone,
-                           EvClusterIpRemoved, EvFault, EvService, EvPeerMessage, EvSync,
-                           EvCommand>;
+using Event =
+    std::variant<EvTick, EvPeerSeen, EvPeerLost, EvForeignPeer, EvArpProbeDone, EvClusterIpRemoved,
+                 EvFault, EvService, EvPeerMessage, EvSync, EvCommand>;
 
 // --- actions ----------------------------------------------------------------------------------
 
-struct AcProbeClusterIp {};  // RFC 5227 ARP probe (NS for IPv6); answer with EvArpProbeDone
+struct AcProbeClusterIp {};    // RFC 5227 ARP probe (NS for IPv6); answer with EvArpProbeDone
 struct AcAcquireClusterIp {};  // add the address, then gratuitous ARP / unsolicited NA bursts
 struct AcReleaseClusterIp {};  // remove the address: always before anything else on demotion
 struct AcStartService {};
@@ -159,8 +159,8 @@ struct AcLog {  // the HA log (failover log or backup log)
     std::uint64_t term = 0;
     std::chrono::nanoseconds detection{0};
 };
-struct AcRequestFullSync {};   // standby: pull everything that differs from the active
-struct AcQuarantineData {      // demoted after split brain: keep what we wrote, aside
+struct AcRequestFullSync {};  // standby: pull everything that differs from the active
+struct AcQuarantineData {     // demoted after split brain: keep what we wrote, aside
     std::uint64_t term;
 };
 struct AcReboot {};
@@ -172,10 +172,10 @@ struct AcFenceSelf {  // the LAN XDP program drops cluster-IP traffic while on
     bool on;
 };
 
-using Action = std::variant<AcProbeClusterIp, AcAcquireClusterIp, AcReleaseClusterIp,
-                            AcStartService, AcStopService, AcPersistTerm, AcSendPeer, AcAlert,
-                            AcLog, AcRequestFullSync, AcQuarantineData, AcReboot,
-                            AcCommandResult, AcFenceSelf>;
+using Action =
+    std::variant<AcProbeClusterIp, AcAcquireClusterIp, AcReleaseClusterIp, AcStartService,
+                 AcStopService, AcPersistTerm, AcSendPeer, AcAlert, AcLog, AcRequestFullSync,
+                 AcQuarantineData, AcReboot, AcCommandResult, AcFenceSelf>;
 using Actions = std::vector<Action>;
 
 std::string describe(const Action& a);  // one line for debug logs and tests
@@ -218,7 +218,7 @@ struct Snapshot {
 };
 
 class Machine {
-public:
+  public:
     // `term` is the persisted term read at start (0 on a new box).
     Machine(MachineConfig config, std::uint64_t term, TimePoint now);
 
@@ -237,7 +237,7 @@ public:
     // Settings pushed from the active (peer MAC, fault switches) or changed by the operator.
     void reconfigure(const MachineConfig& config);
 
-private:
+  private:
     struct Alerts;
     void on(const EvTick&, TimePoint now, Actions& out);
     void on(const EvPeerSeen&, TimePoint now, Actions& out);
@@ -275,11 +275,11 @@ private:
     std::optional<PeerStatus> peer_;
     std::optional<TimePoint> peer_last_seen_;
     std::optional<TimePoint> peer_stale_since_;
-    unsigned faults_ = 0;  // bitmask of raised FaultKind::Software/Hardware
+    unsigned faults_ = 0;              // bitmask of raised FaultKind::Software/Hardware
     std::uint32_t alerts_raised_ = 0;  // bitmask of AlertKind
     EvSync sync_{};
     std::string reason_;
-    std::string pending_reason_;  // why a probe/handoff started, logged when it completes
+    std::string pending_reason_;         // why a probe/handoff started, logged when it completes
     State probe_from_ = State::Booting;  // the state a probe started from (for the failover log)
     TimePoint state_since_;
     std::optional<TimePoint> deadline_;   // the one deadline of the current state

@@ -21,9 +21,12 @@ Result<Ring> Ring::create(unsigned entries) {
         const char* name;
     };
     static constexpr Needed kNeeded[] = {
-        {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"}, {IORING_OP_TIMEOUT, "IORING_OP_TIMEOUT"},
-        {IORING_OP_RECVMSG, "IORING_OP_RECVMSG"},   {IORING_OP_SENDMSG, "IORING_OP_SENDMSG"},
-        {IORING_OP_READ, "IORING_OP_READ"},         {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
+        {IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"},
+        {IORING_OP_TIMEOUT, "IORING_OP_TIMEOUT"},
+        {IORING_OP_RECVMSG, "IORING_OP_RECVMSG"},
+        {IORING_OP_SENDMSG, "IORING_OP_SENDMSG"},
+        {IORING_OP_READ, "IORING_OP_READ"},
+        {IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"},
     };
     for (const auto& n : kNeeded) {
         if (!io_uring_opcode_supported(probe, n.op)) {
@@ -36,7 +39,9 @@ Result<Ring> Ring::create(unsigned entries) {
     return r;
 }
 
-Ring::Ring(Ring&& o) noexcept : ring_(o.ring_), live_(o.live_) { o.live_ = false; }
+Ring::Ring(Ring&& o) noexcept : ring_(o.ring_), live_(o.live_) {
+    o.live_ = false;
+}
 
 Ring::~Ring() {
     if (live_) io_uring_queue_exit(&ring_);

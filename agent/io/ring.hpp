@@ -17,7 +17,7 @@
 namespace ha::io {
 
 class Completion {
-public:
+  public:
     virtual ~Completion() = default;
     // res: the CQE's result (-errno on failure); flags: IORING_CQE_F_MORE etc.
     virtual void completed(int res, unsigned flags) = 0;
@@ -25,16 +25,16 @@ public:
 
 // A completion that calls a function; handy for one-off operations owned by a longer-lived object.
 class FnCompletion final : public Completion {
-public:
+  public:
     explicit FnCompletion(std::function<void(int, unsigned)> fn) : fn_(std::move(fn)) {}
     void completed(int res, unsigned flags) override { fn_(res, flags); }
 
-private:
+  private:
     std::function<void(int, unsigned)> fn_;
 };
 
 class Ring {
-public:
+  public:
     // Probes the opcodes the agent uses and refuses to start with the missing one named.
     static Result<Ring> create(unsigned entries = 256);
     Ring(Ring&& o) noexcept;
@@ -51,7 +51,7 @@ public:
     Result<unsigned> run_once(std::optional<TimePoint> deadline);
     io_uring* raw() { return &ring_; }
 
-private:
+  private:
     Ring() = default;
     io_uring ring_{};
     bool live_ = false;

@@ -61,9 +61,10 @@ void LivenessProbe::enable(bool on, TimePoint now) {
     failures_ = 0;
     faulted_ = false;
     answers_ = 0;
-    grace_until_ = now + std::max<Duration>(std::chrono::seconds(5),
-                                            std::chrono::duration_cast<Duration>(cfg_.probe_interval) *
-                                                static_cast<int>(cfg_.probe_failures));
+    grace_until_ =
+        now + std::max<Duration>(std::chrono::seconds(5),
+                                 std::chrono::duration_cast<Duration>(cfg_.probe_interval) *
+                                     static_cast<int>(cfg_.probe_failures));
     // The PBX needs a moment to bind after a start; the first probe goes after a tenth of an
     // interval, so "service ready" in the failover log is measured finely.
     next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval) / 10;
@@ -101,7 +102,8 @@ Status LivenessProbe::send_options(TimePoint now) {
     }
     call_id_ = random_token() + "@fcm-ha";
     ++cseq_;
-    const std::string host = target_.is_v4() ? target_.to_string() : "[" + target_.to_string() + "]";
+    const std::string host =
+        target_.is_v4() ? target_.to_string() : "[" + target_.to_string() + "]";
     // RFC 3261 §11: OPTIONS asks for capabilities; any final response shows the PBX is alive.
     std::string msg = fmt::format(
         "OPTIONS sip:{}:{} SIP/2.0\r\n"
@@ -194,7 +196,10 @@ std::optional<ProbeVerdict> LivenessProbe::on_readable(TimePoint) {
         pidfd_.reset();
         if (!outstanding_) return std::nullopt;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return success();
-        return failure(fmt::format("probe command exited {}", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)), Clock::now());
+        return failure(
+            fmt::format("probe command exited {}",
+                        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)),
+            Clock::now());
     }
     return std::nullopt;
 }
@@ -210,12 +215,13 @@ std::optional<ProbeVerdict> LivenessProbe::on_deadline(TimePoint now) {
             reap_command();
         }
         v = failure(cfg_.probe == core::ProbeKind::SipOptions ? "no answer to SIP OPTIONS"
-                                                               : "probe command timed out",
+                                                              : "probe command timed out",
                     now);
     }
     if (!outstanding_ && now >= next_send_) {
         next_send_ = now + std::chrono::duration_cast<Duration>(cfg_.probe_interval);
-        Status s = cfg_.probe == core::ProbeKind::SipOptions ? send_options(now) : spawn_command(now);
+        Status s =
+            cfg_.probe == core::ProbeKind::SipOptions ? send_options(now) : spawn_command(now);
         if (!s) {
             log::warn("service", "liveness probe: {}", s.error().message());
             if (auto f = failure(s.error().message(), now)) v = f;

@@ -23,9 +23,10 @@ struct ProbeVerdict {
 };
 
 class LivenessProbe {
-public:
+  public:
     // default_target: the cluster IP, used when service.sip_target is empty.
-    static Result<LivenessProbe> create(const core::ServiceConfig& cfg, const IpAddr& default_target);
+    static Result<LivenessProbe> create(const core::ServiceConfig& cfg,
+                                        const IpAddr& default_target);
     LivenessProbe(LivenessProbe&&) noexcept = default;
     LivenessProbe& operator=(LivenessProbe&&) noexcept = default;
     ~LivenessProbe();
@@ -43,7 +44,7 @@ public:
     // Answers since the probe was last enabled: the PBX is ready to serve once this is nonzero.
     [[nodiscard]] std::uint64_t answers() const { return answers_; }
 
-private:
+  private:
     LivenessProbe() = default;
     std::optional<ProbeVerdict> success();
     std::optional<ProbeVerdict> failure(const std::string& why, TimePoint now);
@@ -74,13 +75,13 @@ private:
 
 // inotify on the core dump folder; each new file is reported once.
 class CoreDumpWatch {
-public:
+  public:
     static Result<CoreDumpWatch> create(const std::string& dir);
     [[nodiscard]] int fd() const { return fd_.get(); }
     // Names of core files that appeared since the last call.
     std::vector<std::string> drain();
 
-private:
+  private:
     UniqueFd fd_;
 };
 

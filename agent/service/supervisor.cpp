@@ -31,8 +31,8 @@ Supervisor::~Supervisor() {
 Status Supervisor::start() {
     if (pid_ > 0) return {};
     if (!configured()) return {};
-    std::string cmd = cfg_.unit.empty() ? cfg_.start
-                                        : fmt::format("exec systemctl start --wait {}", cfg_.unit);
+    std::string cmd =
+        cfg_.unit.empty() ? cfg_.start : fmt::format("exec systemctl start --wait {}", cfg_.unit);
     pid_t pid = ::fork();
     if (pid < 0) return last_errno("fork for service start");
     if (pid == 0) {

@@ -18,15 +18,15 @@
 namespace ha::service {
 
 struct ExitInfo {
-    int status = 0;           // exit code, or the signal number when signalled
+    int status = 0;  // exit code, or the signal number when signalled
     bool signalled = false;
     bool core_dumped = false;
-    bool expected = false;    // we asked it to stop
+    bool expected = false;  // we asked it to stop
     [[nodiscard]] std::string describe() const;
 };
 
 class Supervisor {
-public:
+  public:
     explicit Supervisor(core::ServiceConfig cfg) : cfg_(std::move(cfg)) {}
     Supervisor(const Supervisor&) = delete;
     Supervisor& operator=(const Supervisor&) = delete;
@@ -48,7 +48,7 @@ public:
     void on_deadline(TimePoint now);
     [[nodiscard]] pid_t pid() const { return pid_; }
 
-private:
+  private:
     core::ServiceConfig cfg_;
     pid_t pid_ = -1;
     UniqueFd pidfd_;

@@ -125,6 +125,30 @@ TEST(Applier, GroupCommitInstallsFilesOnlyAtCommit) {
     EXPECT_FALSE(has_temp(t.path()));
 }
 
+TEST(Applier, GroupCommitAppendsAreVisibleAtOnceAndSyncedOncePerFile) {
+    TmpDir t;
+    write_text(t / "cdr.csv", "l0\n");
+    write_text(t / "other.csv", "");
+    auto a = Applier::create({{t.path(), Mode::Append}}, kKey);
+    ASSERT_TRUE(a);
+    a->set_group_commit(true);
+    EXPECT_FALSE(a->appends_pending());
+    EXPECT_EQ(send_append(*a, "cdr.csv", 3, "l1\n"), AckStatus::Ok);
+    EXPECT_EQ(send_append(*a, "cdr.csv", 6, "l2\n"), AckStatus::Ok)
+        << "offset follows the unsynced one";
+    EXPECT_EQ(send_append(*a, "other.csv", 0, "x"), AckStatus::Ok);
+    EXPECT_TRUE(a->appends_pending());
+    EXPECT_EQ(read_text(t / "cdr.csv"), "l0\nl1\nl2\n") << "visible before the fdatasync";
+    EXPECT_EQ(send_append(*a, "cdr.csv", 9, "bad\n", true), AckStatus::ChecksumMismatch);
+    EXPECT_EQ(read_text(t / "cdr.csv"), "l0\nl1\nl2\n") << "a bad append is still rolled back";
+    EXPECT_TRUE(a->sync_appends().empty());
+    EXPECT_FALSE(a->appends_pending());
+    EXPECT_EQ(send_append(*a, "cdr.csv", 9, "l3\n"), AckStatus::Ok);
+    EXPECT_EQ(read_text(t / "cdr.csv"), "l0\nl1\nl2\nl3\n");
+    EXPECT_TRUE(a->sync_appends().empty());
+    EXPECT_FALSE(has_temp(t.path()));
+}
+
 TEST(Applier, AbortMidFrameLeavesNothingPartial) {
     TmpDir t;
     write_text(t / "cdr.csv", "line1\n");

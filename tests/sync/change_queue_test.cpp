@@ -44,6 +44,27 @@ TEST(ChangeQueue, RenameDropsAPendingSyncOfItsTargetAndKeepsOrder) {
     EXPECT_EQ(c3->path, "b");
 }
 
+TEST(ChangeQueue, OldestFollowsPopsCoalescingAndRenames) {
+    ChangeQueue q;
+    EXPECT_EQ(q.oldest_ns(), 0u);
+    q.push_sync(0, "a", 10);
+    q.push_sync(0, "b", 20);
+    q.push_sync(0, "a", 30);  // coalesced: keeps 10
+    EXPECT_EQ(q.oldest_ns(), 10u);
+    q.push_rename(0, "x", "a", 40);  // drops the pending "a", carries its 10 to the back
+    EXPECT_EQ(q.oldest_ns(), 10u);
+    EXPECT_EQ(q.pop()->path, "b");
+    EXPECT_EQ(q.oldest_ns(), 10u) << "the rename at the back holds the oldest time";
+    EXPECT_EQ(q.pop()->kind, Change::Kind::Rename);
+    EXPECT_EQ(q.oldest_ns(), 0u);
+    q.push_sync(0, "c", 50);
+    q.push_sync(0, "d", 50);
+    EXPECT_EQ(q.pop()->path, "c");
+    EXPECT_EQ(q.oldest_ns(), 50u) << "equal times are counted, not merged";
+    q.clear();
+    EXPECT_EQ(q.oldest_ns(), 0u);
+}
+
 TEST(ChangeQueue, BoundedWithOverflowFlag) {
     ChangeQueue q(2);
     EXPECT_TRUE(q.push_sync(0, "a", 1));

@@ -47,7 +47,8 @@ PeerStatus peer(StationType st, State s, std::uint64_t term = 0) {
 
 template <typename T>
 bool has(const Actions& a) {
-    return std::any_of(a.begin(), a.end(), [](const Action& x) { return std::holds_alternative<T>(x); });
+    return std::any_of(a.begin(), a.end(),
+                       [](const Action& x) { return std::holds_alternative<T>(x); });
 }
 template <typename T>
 const T* find(const Actions& a) {
@@ -319,7 +320,8 @@ TEST(Machine, ForceSwitchRefusedOnStandbyWithReason) {
     auto a = f.ev(EvCommand{Command::Switch});
     ASSERT_TRUE(has<AcCommandResult>(a));
     EXPECT_FALSE(find<AcCommandResult>(a)->ok);
-    EXPECT_NE(find<AcCommandResult>(a)->message.find("only available on the active"), std::string::npos);
+    EXPECT_NE(find<AcCommandResult>(a)->message.find("only available on the active"),
+              std::string::npos);
 }
 
 TEST(Machine, ForceSwitchRefusedWhileSingle) {

@@ -30,10 +30,10 @@ struct Box {
     std::optional<Machine> m;
     std::uint64_t persisted_term = 0;
     bool powered = true;
-    bool hung = false;            // SIGSTOP: kernel answers, agent does nothing
-    TimePoint alive_until{};      // what the agent last wrote into the BPF map
-    bool holds_ip = false;        // the kernel has the cluster IP
-    bool fence_flag = false;      // fence set by an authenticated message or the agent
+    bool hung = false;        // SIGSTOP: kernel answers, agent does nothing
+    TimePoint alive_until{};  // what the agent last wrote into the BPF map
+    bool holds_ip = false;    // the kernel has the cluster IP
+    bool fence_flag = false;  // fence set by an authenticated message or the agent
     bool service = false;
     bool sw_fault = false, hw_fault = false;
     std::array<Liveness, 2> live{Liveness(kTimeout), Liveness(kTimeout)};
@@ -55,7 +55,7 @@ struct Box {
 };
 
 class PairSim {
-public:
+  public:
     PairSim(std::uint64_t seed, bool sw_switch, bool hw_switch) : rng_(seed), seed_(seed) {
         for (int i = 0; i < 2; ++i) {
             MachineConfig c;
@@ -88,7 +88,7 @@ public:
     std::uint64_t promotions = 0, switches_ok = 0, switches_refused = 0, handoffs = 0,
                   demotions_split = 0, kills = 0, hangs = 0, cuts = 0, partitions = 0;
 
-private:
+  private:
     std::mt19937_64 rng_;
     std::uint64_t seed_;
     TimePoint now_{};
@@ -136,7 +136,9 @@ private:
     void apply(int i, const Actions& actions) {
         Box& b = boxes_[i];
         for (const auto& a : actions) {
-            trace_ << "t=" << std::chrono::duration_cast<std::chrono::milliseconds>(now_.time_since_epoch()).count()
+            trace_ << "t="
+                   << std::chrono::duration_cast<std::chrono::milliseconds>(now_.time_since_epoch())
+                          .count()
                    << " box" << i << " " << describe(a) << "\n";
             if (std::holds_alternative<AcProbeClusterIp>(a)) {
                 b.probe_done_at = now_ + 3ms;
@@ -146,7 +148,8 @@ private:
                 Box& p = peer_of(i);
                 EXPECT_FALSE(p.answering(now_) && !links_[1].cut)
                     << "box" << i << " acquired the cluster IP while box" << 1 - i
-                    << " answers for it on a live LAN; seed " << seed_ << "\n" << tail();
+                    << " answers for it on a live LAN; seed " << seed_ << "\n"
+                    << tail();
                 if (!b.holds_ip) ++promotions;
                 b.holds_ip = true;
             } else if (std::holds_alternative<AcReleaseClusterIp>(a)) {
@@ -163,7 +166,8 @@ private:
                 // this box has heard from its peer.
                 EXPECT_GT(t->term, b.max_peer_term_heard)
                     << "box" << i << " promoted to term " << t->term << " not above the peer's "
-                    << b.max_peer_term_heard << "; seed " << seed_ << "\n" << tail();
+                    << b.max_peer_term_heard << "; seed " << seed_ << "\n"
+                    << tail();
                 b.persisted_term = t->term;
             } else if (auto* s = std::get_if<AcSendPeer>(&a)) {
                 Box& p = peer_of(i);
@@ -179,8 +183,10 @@ private:
                 b.initial_synced = false;
                 b.sync_done_at = now_ + 500ms;
             } else if (auto* r = std::get_if<AcCommandResult>(&a)) {
-                if (r->ok) ++switches_ok;
-                else ++switches_refused;
+                if (r->ok)
+                    ++switches_ok;
+                else
+                    ++switches_refused;
             } else if (auto* al = std::get_if<AcAlert>(&a)) {
                 if (al->kind == AlertKind::SplitBrain && al->raised) ++demotions_split;
             } else if (std::holds_alternative<AcReboot>(a)) {
@@ -263,7 +269,8 @@ private:
         // Link faults.
         for (int path = 0; path < 2; ++path) {
             Link& l = links_[path];
-            if (l.cut && chance(0.01)) l.cut = false;
+            if (l.cut && chance(0.01))
+                l.cut = false;
             else if (!l.cut && chance(0.002)) {
                 l.cut = true;
                 ++cuts;
@@ -337,7 +344,8 @@ private:
         if (now_ - *stable_since_ > 4 * kTimeout) {
             const int serving = int(a.answering(now_)) + int(b.answering(now_));
             ASSERT_EQ(serving, 1) << "stable pair with " << serving << " actives; seed " << seed_
-                                  << "\n" << tail();
+                                  << "\n"
+                                  << tail();
         }
     }
 };
@@ -356,18 +364,18 @@ TEST(PairSim, InvariantsHoldOverHundredThousandRandomEvents) {
         total_switches += sim.switches_ok;
         total_splits += sim.demotions_split;
         total_handoffs += sim.handoffs;
-        std::printf("seed %llu: promotions=%llu switches ok=%llu refused=%llu handoffs=%llu "
-                    "split-brain demotions=%llu kills=%llu hangs=%llu cuts=%llu partitions=%llu\n",
-                    static_cast<unsigned long long>(seeds[k]),
-                    static_cast<unsigned long long>(sim.promotions),
-                    static_cast<unsigned long long>(sim.switches_ok),
-                    static_cast<unsigned long long>(sim.switches_refused),
-                    static_cast<unsigned long long>(sim.handoffs),
-                    static_cast<unsigned long long>(sim.demotions_split),
-                    static_cast<unsigned long long>(sim.kills),
-                    static_cast<unsigned long long>(sim.hangs),
-                    static_cast<unsigned long long>(sim.cuts),
-                    static_cast<unsigned long long>(sim.partitions));
+        std::printf(
+            "seed %llu: promotions=%llu switches ok=%llu refused=%llu handoffs=%llu "
+            "split-brain demotions=%llu kills=%llu hangs=%llu cuts=%llu partitions=%llu\n",
+            static_cast<unsigned long long>(seeds[k]),
+            static_cast<unsigned long long>(sim.promotions),
+            static_cast<unsigned long long>(sim.switches_ok),
+            static_cast<unsigned long long>(sim.switches_refused),
+            static_cast<unsigned long long>(sim.handoffs),
+            static_cast<unsigned long long>(sim.demotions_split),
+            static_cast<unsigned long long>(sim.kills), static_cast<unsigned long long>(sim.hangs),
+            static_cast<unsigned long long>(sim.cuts),
+            static_cast<unsigned long long>(sim.partitions));
     }
     // The run must have exercised what it claims to check.
     EXPECT_GT(total_promotions, 50u);
