@@ -91,7 +91,7 @@ class Heartbeat {
     std::uint64_t last_control_seq_ = 0;
     std::uint64_t last_request_seq_ = 0;  // user-space responder's replay window
     std::array<std::optional<IpAddr>, 2> peer_addr_;
-    std::array<Duration, 2> interval_;
+    std::array<Duration, 2> interval_{};
     std::array<TimePoint, 2> next_send_{};
     std::array<core::Liveness, 2> live_;
     std::array<Histogram, 2> rtt_;

@@ -92,8 +92,10 @@ using Status = Result<void>;
 
 }  // namespace ha
 
-// Propagates an error with added context: HA_TRY(x, open_file(p), "load config");
-#define HA_TRY_CTX(var, expr, ctx)                                              \
-    auto var##_result = (expr);                                                 \
-    if (!var##_result) return ::ha::unexpected(var##_result.error().wrap(ctx)); \
-    auto var = std::move(*var##_result)
+// Propagates an error with added context, binding the value on success:
+//   HA_TRY_CTX(sock, MnlSocket::open(groups), "link monitor socket");
+// `var` names a new variable, so it cannot be parenthesized.
+#define HA_TRY_CTX(var, expr, ctx)                                                \
+    auto var##_result = (expr);                                                   \
+    if (!var##_result) return ::ha::unexpected(var##_result.error().wrap((ctx))); \
+    auto var = std::move(*var##_result)  // NOLINT(bugprone-macro-parentheses)

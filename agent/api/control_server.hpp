@@ -35,7 +35,8 @@ namespace ha::api {
 struct ServerOptions {
     std::string socket_path = "/run/fcm-ha/agent.sock";
     unsigned socket_mode = 0660;  // operators in the socket's group may control the agent
-    std::size_t max_request_bytes = 64 * 1024;  // a longer line is answered with an error
+    std::size_t max_request_bytes =
+        std::size_t{64} * 1024;  // a longer line is answered with an error
     std::size_t max_clients = 16;
     // A client must send its whole request line within this time, and read its answer within it.
     std::chrono::milliseconds client_timeout{5000};

@@ -46,8 +46,8 @@ class Liveness {
 
   private:
     struct Sent {
-        std::uint64_t seq;
-        TimePoint at;
+        std::uint64_t seq = 0;
+        TimePoint at{};
     };
     Duration timeout_;
     unsigned min_unanswered_;

@@ -168,9 +168,6 @@ constexpr unsigned kFaultBit(FaultKind k) {
 constexpr std::uint32_t kAlertBit(AlertKind k) {
     return 1u << static_cast<unsigned>(k);
 }
-// Software and hardware faults make a box unhealthy (it must not promote, and an active hands
-// over when the switch allows). Heartbeat NIC loss does not: the LAN path and the ARP probe decide.
-constexpr unsigned kUnhealthyMask = kFaultBit(FaultKind::Software) | kFaultBit(FaultKind::Hardware);
 }  // namespace
 
 Machine::Machine(MachineConfig config, std::uint64_t term, TimePoint now)

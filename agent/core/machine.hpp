@@ -87,11 +87,11 @@ struct PeerStatus {
 
 struct EvTick {};  // time advanced (the timer for next_deadline() fired)
 struct EvPeerSeen {
-    Path path;
+    Path path = Path::Direct;
     PeerStatus peer;
 };
 struct EvPeerLost {  // the liveness tracker's verdict for one path (requests sent, none answered)
-    Path path;
+    Path path = Path::Direct;
 };
 struct EvForeignPeer {  // authenticated heartbeat from a MAC other than the configured peer MAC
     MacAddr mac;
@@ -102,17 +102,17 @@ struct EvArpProbeDone {
 };
 struct EvClusterIpRemoved {};  // netlink: the address vanished while we are active
 struct EvFault {
-    FaultKind kind;
+    FaultKind kind = FaultKind::Software;
     bool raised = true;  // false = cleared
     std::string detail;  // "pbx exited signal=SIGSEGV core dumped", "lan0 carrier down"
 };
 enum class ServiceState : std::uint8_t { Running, Stopped, Failed };
 struct EvService {
-    ServiceState state;
+    ServiceState state = ServiceState::Running;
     std::string detail;
 };
 struct EvPeerMessage {
-    PeerMsg msg;
+    PeerMsg msg = PeerMsg::TakeoverNow;
     std::uint64_t term = 0;
 };
 struct EvSync {
@@ -123,7 +123,7 @@ struct EvSync {
 };
 enum class Command : std::uint8_t { Switch, DisableHa };
 struct EvCommand {
-    Command cmd;
+    Command cmd = Command::Switch;
 };
 
 using Event =

@@ -47,10 +47,11 @@ enum class SyncPolicy : std::uint8_t {
 };
 
 struct StoreOptions {
-    std::string dir;                           // usually <state_dir>/log
-    std::size_t max_file_bytes = 256 * 1024;   // rotate the live file past this size
-    unsigned keep_files = 4;                   // rotated files kept per stream (.1 ... .N)
-    std::size_t max_record_bytes = 16 * 1024;  // a longer record is refused, not truncated
+    std::string dir;                                       // usually <state_dir>/log
+    std::size_t max_file_bytes = std::size_t{256} * 1024;  // rotate the live file past this size
+    unsigned keep_files = 4;  // rotated files kept per stream (.1 ... .N)
+    std::size_t max_record_bytes =
+        std::size_t{16} * 1024;  // a longer record is refused, not truncated
     SyncPolicy sync = SyncPolicy::EveryRecord;
 };
 

@@ -180,10 +180,10 @@ struct ha_counters {
     __u64 fence_arp;
     __u64 fence_ip4;
 };
-HA_WIRE_ASSERT(sizeof(struct ha_counters) == 8 * HA_CNT_MAX, "ha_counters size");
-HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, drop_replay) == 8 * HA_CNT_DROP_REPLAY,
+HA_WIRE_ASSERT(sizeof(struct ha_counters) == 8UL * HA_CNT_MAX, "ha_counters size");
+HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, drop_replay) == 8UL * HA_CNT_DROP_REPLAY,
                "ha_counters index");
-HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, fence_ip4) == 8 * HA_CNT_FENCE_IP4,
+HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, fence_ip4) == 8UL * HA_CNT_FENCE_IP4,
                "ha_counters index");
 
 #endif /* HA_WIRE_H */
