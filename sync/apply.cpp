@@ -219,6 +219,22 @@ std::size_t Applier::commit() {
     return failed;
 }
 
+std::vector<std::string> Applier::sync_appends() {
+    std::vector<std::string> failed;
+    for (auto& d : dirty_appends_) {
+        if (::fdatasync(d.fd.get()) == 0) continue;
+        const int err = errno;
+        last_error_ = fmt::format("fdatasync {}: {}", d.path, std::strerror(err));
+        // Not durable, not acknowledged: cut it back so the active's re-send lands at the
+        // offset it expects.
+        if (::ftruncate(d.fd.get(), static_cast<off_t>(d.batch_start)) != 0)
+            log::warn("sync", "truncate after failed fdatasync path={}", d.path);
+        failed.push_back(d.path);
+    }
+    dirty_appends_.clear();
+    return failed;
+}
+
 std::size_t Applier::sync_dirs() {
     std::size_t failed = 0;
     for (auto& d : dirty_) {
@@ -274,6 +290,20 @@ AckStatus Applier::end() {
         tmp_name_.clear();
         out_.reset();
         return AckStatus::Ok;
+    }
+    if (append && group_commit_) {
+        struct stat st {};
+        if (::fstat(out_.get(), &st) == 0) {
+            const bool known = std::any_of(
+                dirty_appends_.begin(), dirty_appends_.end(),
+                [&](const DirtyAppend& d) { return d.dev == st.st_dev && d.ino == st.st_ino; });
+            if (!known)
+                dirty_appends_.push_back(
+                    DirtyAppend{std::move(out_), st.st_dev, st.st_ino, cur_.offset, cur_path_});
+            out_.reset();
+            dir_.reset();
+            return AckStatus::Ok;
+        }
     }
     if ((append ? ::fdatasync(out_.get()) : ::fsync(out_.get())) != 0) {
         const int err = errno;

@@ -46,6 +46,12 @@ class Applier {
     // Returns how many deferred files could not be installed (their temp files are removed).
     std::size_t commit();
 
+    // Appends under group commit are written (visible) at once but made durable together by
+    // sync_appends(), one fdatasync per file, before their acks leave. Returns the paths whose
+    // fdatasync failed; each of those files was cut back to where its batch started.
+    [[nodiscard]] bool appends_pending() const { return !dirty_appends_.empty(); }
+    std::vector<std::string> sync_appends();
+
     // fsyncs the directories of files renamed since the last call. Call before sending the acks
     // of those files. Returns how many fsyncs failed.
     std::size_t sync_dirs();
@@ -91,6 +97,14 @@ class Applier {
         bool sqlite;
     };
     std::vector<Pending> deferred_;
+    struct DirtyAppend {
+        UniqueFd fd;
+        dev_t dev;
+        ino_t ino;
+        std::uint64_t batch_start;  // the file's size before the first unsynced append
+        std::string path;
+    };
+    std::vector<DirtyAppend> dirty_appends_;
     std::uint64_t pending_bytes_ = 0;
     bool group_commit_ = false;
     std::uint64_t written_ = 0;

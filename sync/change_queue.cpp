@@ -22,6 +22,7 @@ bool ChangeQueue::push_sync(std::uint8_t root, const std::string& path, std::uin
         return false;
     }
     fifo_.push_back(Change{Change::Kind::Sync, root, path, {}, whole, now_ns});
+    add_time(now_ns);
     index_.emplace(k, std::prev(fifo_.end()));
     return true;
 }
@@ -31,6 +32,7 @@ bool ChangeQueue::push_rename(std::uint8_t root, const std::string& from, const 
     std::uint64_t first = now_ns;
     if (auto it = index_.find(key(root, to)); it != index_.end()) {
         first = std::min(first, it->second->first_seen_ns);
+        remove_time(it->second->first_seen_ns);
         fifo_.erase(it->second);
         index_.erase(it);
     }
@@ -39,6 +41,7 @@ bool ChangeQueue::push_rename(std::uint8_t root, const std::string& from, const 
         return false;
     }
     fifo_.push_back(Change{Change::Kind::Rename, root, from, to, false, first});
+    add_time(first);
     return true;
 }
 
@@ -46,6 +49,7 @@ std::optional<Change> ChangeQueue::pop() {
     if (fifo_.empty()) return std::nullopt;
     Change c = std::move(fifo_.front());
     if (c.kind == Change::Kind::Sync) index_.erase(key(c.root, c.path));
+    remove_time(c.first_seen_ns);
     fifo_.pop_front();
     return c;
 }
@@ -53,13 +57,16 @@ std::optional<Change> ChangeQueue::pop() {
 void ChangeQueue::clear() {
     fifo_.clear();
     index_.clear();
+    times_.clear();
+}
+
+void ChangeQueue::remove_time(std::uint64_t t) {
+    if (auto it = times_.find(t); it != times_.end() && --it->second == 0) times_.erase(it);
 }
 
 std::uint64_t ChangeQueue::oldest() const {
-    std::uint64_t o = fifo_.front().first_seen_ns;
     // Coalesced entries keep their first time but renames can move an old time later in the list.
-    for (const auto& c : fifo_) o = std::min(o, c.first_seen_ns);
-    return o;
+    return times_.empty() ? 0 : times_.begin()->first;
 }
 
 }  // namespace ha::sync

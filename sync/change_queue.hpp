@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <list>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -43,11 +44,16 @@ class ChangeQueue {
 
   private:
     [[nodiscard]] std::uint64_t oldest() const;
+    void add_time(std::uint64_t t) { ++times_[t]; }
+    void remove_time(std::uint64_t t);
     static std::string key(std::uint8_t root, const std::string& path);
     std::size_t capacity_;
     std::list<Change> fifo_;
     std::unordered_map<std::string, std::list<Change>::iterator> index_;  // Sync entries only
     bool overflowed_ = false;
+    // first_seen_ns of every entry (count per time): the oldest in O(1) for status, which is
+    // published while a full sync holds tens of thousands of entries.
+    std::map<std::uint64_t, std::uint32_t> times_;
 };
 
 }  // namespace ha::sync

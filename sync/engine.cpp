@@ -270,6 +270,10 @@ void Engine::Worker::run() {
             if (want_write_) arm(kConnOut, POLLOUT);
         }
         std::uint64_t wait_ns = 50'000'000;
+        if (append_commit_due_ns_ != 0) {
+            const std::uint64_t t = mono_ns();
+            wait_ns = std::min(wait_ns, append_commit_due_ns_ > t ? append_commit_due_ns_ - t : 0);
+        }
         if (!sqlite_recheck_ns_.empty()) {
             const std::uint64_t t = mono_ns();
             for (const auto& [k, due] : sqlite_recheck_ns_)
@@ -290,6 +294,8 @@ void Engine::Worker::run() {
             if (role_ == Role::Active) {
                 pump();
             } else {
+                if (append_commit_due_ns_ != 0 && mono_ns() >= append_commit_due_ns_)
+                    commit_appends();
                 flush();
             }
         }

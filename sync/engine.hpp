@@ -18,7 +18,10 @@
 //
 // Active: watches the roots, coalesces changes per path, streams them (sendfile from the page
 // cache), answers the standby's manifest with only what differs, and runs the daily/on-demand
-// full backup. Standby: applies frames (temp file + fsync + rename), acks each one.
+// full backup. Standby: applies frames (temp file + fsync + rename), acks each one once it is
+// durable. Whole files are made durable in batches (one syncfs per received batch); appends are
+// visible at once and made durable with one fdatasync per file per window of a few ms, their
+// acks held until then (acks always leave in sequence order).
 #pragma once
 
 #include <unistd.h>

@@ -276,11 +276,34 @@ bool Engine::Worker::flush() {
 
 void Engine::Worker::read_conn() {
     read_batch();
-    commit_applied();
+    commit_applied(false);
 }
 
-void Engine::Worker::commit_applied() {
+void Engine::Worker::commit_appends() {
+    append_commit_due_ns_ = 0;
     if (!applier_) return;
+    const auto failed = applier_->sync_appends();
+    if (!failed.empty()) {
+        errors_ += failed.size();
+        log::error("sync", "could not make {} appended files durable: {}", failed.size(),
+                   applier_->last_error());
+        emit(SyncEvent::Kind::ApplyFailed, applier_->last_error(), failed.size());
+    }
+    auto held = std::move(held_acks_);
+    held_acks_.clear();
+    for (const auto& a : held) {
+        const bool bad = std::find(failed.begin(), failed.end(), a.path) != failed.end();
+        ack(a.seq, bad ? AckStatus::IoError : AckStatus::Ok);
+    }
+}
+
+void Engine::Worker::commit_applied(bool force) {
+    if (!applier_) return;
+    // Appends first: they were received before anything that forces this commit.
+    constexpr std::size_t kMaxHeldAcks = 256;
+    if (force || held_acks_.size() >= kMaxHeldAcks ||
+        (append_commit_due_ns_ != 0 && mono_ns() >= append_commit_due_ns_))
+        commit_appends();
     // Before the acks queued in this batch leave: deferred files durable and in place, their
     // directories fsynced.
     if (const std::size_t failed = applier_->commit(); failed > 0) {

@@ -7,9 +7,17 @@
 
 namespace ha::sync {
 
+namespace {
+// How long an append may wait for others to share its fdatasync. Only acknowledgement (and so
+// the active's reported lag) waits; the bytes are visible on the standby at once.
+constexpr std::uint64_t kAppendWindowNs = 4'000'000;
+}  // namespace
+
 // ---------------------------------------------------------------- standby receive path
 
 void Engine::Worker::ack(std::uint64_t seq, AckStatus s) {
+    // Acks leave in sequence order: any other ack waits for the held append acks before it.
+    if (!held_acks_.empty()) commit_appends();
     send_frame(
         FrameHeader{.type = FrameType::Ack, .seq = seq, .aux = static_cast<std::uint64_t>(s)}, "");
 }
@@ -101,9 +109,13 @@ Status Engine::Worker::on_frame(const FrameHeader& h, std::string_view path) {
         // bounded batches.
         constexpr std::size_t kMaxDeferredFiles = 512;
         constexpr std::uint64_t kMaxDeferredBytes = 64ULL << 20;
-        if (h.type != FrameType::File || applier_->pending_files() >= kMaxDeferredFiles ||
-            applier_->pending_bytes() >= kMaxDeferredBytes)
+        if (h.type == FrameType::Append) {
+            // An append may extend a whole file still waiting to be installed.
+            if (applier_->pending_files() > 0) commit_applied();
+        } else if (h.type != FrameType::File || applier_->pending_files() >= kMaxDeferredFiles ||
+                   applier_->pending_bytes() >= kMaxDeferredBytes) {
             commit_applied();
+        }
     }
     if (h.type == FrameType::File || h.type == FrameType::Append) applier_->begin(h, path);
     return {};
@@ -129,6 +141,13 @@ Status Engine::Worker::on_frame_end() {
                 ++files_applied_;
             }
             note_apply(s, rx_path_);
+            if (s == AckStatus::Ok && h.type == FrameType::Append && applier_->appends_pending()) {
+                // Visible now, durable (and acked) with the others of its window: one
+                // fdatasync per file per window instead of one per append.
+                held_acks_.push_back(HeldAck{h.seq, rx_path_});
+                if (append_commit_due_ns_ == 0) append_commit_due_ns_ = mono_ns() + kAppendWindowNs;
+                return {};
+            }
             ack(h.seq, s);
             return {};
         }

@@ -70,7 +70,9 @@ class Engine::Worker final : public FrameSink {
     void drop_conn(std::string_view why);
     void read_conn();
     void read_batch();
-    void commit_applied();
+    // force=false (end of a received batch): appends wait for their group-commit window.
+    void commit_applied(bool force = true);
+    void commit_appends();
     bool flush();  // true when nothing is left to write
     void send_frame(const FrameHeader& h, std::string_view path,
                     std::string_view inline_payload = {});
@@ -182,6 +184,13 @@ class Engine::Worker final : public FrameSink {
     unsigned rx_failures_ = 0;
     bool standby_disk_full_ = false;
     std::uint64_t bytes_applied_ = 0, files_applied_ = 0;
+    // Appends written but not yet durable, acked together when the window closes.
+    struct HeldAck {
+        std::uint64_t seq;
+        std::string path;
+    };
+    std::vector<HeldAck> held_acks_;
+    std::uint64_t append_commit_due_ns_ = 0;
 };
 
 }  // namespace ha::sync

@@ -4,14 +4,16 @@
 // same tree into the same filesystem). Needs root. Prints a table and writes JSON (--out).
 #include <fcntl.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sqlite3.h>
 #include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <csignal>
 
-#include <dirent.h>
 #include <poll.h>
 #include <algorithm>
 #include <atomic>
@@ -19,6 +21,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +49,7 @@ struct Options {
     int runs = 3;
     std::uint64_t tree_mib = 1024;
     bool full = true;
+    bool lsyncd = true;
     std::string out = "sync_bench.json";
     std::string base = "/var/tmp";
 };
@@ -114,6 +118,91 @@ double sync_threads_cpu_s() {
             total += static_cast<double>(std::stoull(fields[11]) + std::stoull(fields[12]));
     }
     return total / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// What a workload needs from a mirror under test: where the active writes, where the standby's
+// copy appears, how to wait until the mirror is idle, and the CPU seconds its machinery used.
+struct Mirror {
+    std::function<std::string(const std::string&)> A, S;
+    std::function<bool()> settle;
+    std::function<double()> cpu_s;
+};
+
+// utime+stime (+ reaped children's) of one process, in seconds; 0 when it is gone.
+double proc_cpu_s(pid_t pid, bool with_children) {
+    std::ifstream f(fmt::format("/proc/{}/stat", pid));
+    std::string stat((std::istreambuf_iterator<char>(f)), {});
+    const auto rp = stat.rfind(')');
+    if (rp == std::string::npos) return 0;
+    std::istringstream in(stat.substr(rp + 2));
+    std::string tok;
+    std::vector<std::string> fields;
+    while (in >> tok) fields.push_back(tok);
+    if (fields.size() < 15) return 0;
+    double t = static_cast<double>(std::stoull(fields[11]) + std::stoull(fields[12]));
+    if (with_children) t += static_cast<double>(std::stoull(fields[13]) + std::stoull(fields[14]));
+    return t / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// A process this bench started (argv run through `ip netns exec <ns>`), ended by its PID.
+class Proc {
+  public:
+    Proc(const std::string& netns, const std::vector<std::string>& argv, const std::string& log) {
+        std::vector<std::string> full = {"ip", "netns", "exec", netns};
+        full.insert(full.end(), argv.begin(), argv.end());
+        std::vector<char*> args;
+        for (auto& a : full) args.push_back(a.data());
+        args.push_back(nullptr);
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+        if (::posix_spawnp(&pid_, "ip", &fa, nullptr, args.data(), environ) != 0) pid_ = -1;
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    ~Proc() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGTERM);
+        for (int i = 0; i < 200; ++i) {
+            if (::waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+            std::this_thread::sleep_for(10ms);
+        }
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    Proc(const Proc&) = delete;
+    Proc& operator=(const Proc&) = delete;
+    [[nodiscard]] pid_t pid() const { return pid_; }
+    [[nodiscard]] bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+  private:
+    pid_t pid_ = -1;
+};
+
+constexpr std::uint16_t kRsyncPort = 8730;
+
+// An rsync daemon in the standby's namespace writing into `dir` (module "stby"), TCP_NODELAY.
+std::unique_ptr<Proc> start_rsyncd(const std::string& netns, const std::string& base,
+                                   const std::string& dir) {
+    const std::string conf = base + "/rsyncd.conf";
+    std::ofstream(conf) << "use chroot = no\nuid = root\ngid = root\n"
+                           "socket options = TCP_NODELAY\n[stby]\n    path = "
+                        << dir << "\n    read only = false\n";
+    auto p = std::make_unique<Proc>(
+        netns,
+        std::vector<std::string>{"rsync", "--daemon", "--no-detach", "--config=" + conf,
+                                 "--address=198.18.7.2", fmt::format("--port={}", kRsyncPort)},
+        base + "/rsyncd.log");
+    // Ready when it accepts connections.
+    for (int i = 0; i < 200 && p->alive(); ++i) {
+        if (ha::sync::test::sh(fmt::format("ip netns exec {} rsync --contimeout=1 "
+                                           "rsync://198.18.7.2:{}/",
+                                           netns, kRsyncPort)) == 0)
+            return p;
+        std::this_thread::sleep_for(20ms);
+    }
+    return nullptr;
 }
 
 class Pair {
@@ -187,6 +276,14 @@ class Pair {
         }
         return false;
     }
+    Mirror engines() {
+        return Mirror{[this](const std::string& r) { return A(r); },
+                      [this](const std::string& r) { return S(r); },
+                      [this] { return wait_drained(10s); }, [] { return sync_threads_cpu_s(); }};
+    }
+    const std::string& base() const { return base_; }
+    const std::string& act_dir() const { return act_; }
+    const std::string& stby_dir() const { return stby_; }
     std::string A(const std::string& r) const { return act_ + "/" + r; }
     std::string S(const std::string& r) const { return stby_ + "/" + r; }
     [[nodiscard]] bool ok() const { return ok_ && !base_.empty(); }
@@ -199,6 +296,57 @@ class Pair {
     std::string base_, act_, stby_;
     bool tmpfs_ = false;
     bool ok_ = false;
+};
+
+// The comparison: lsyncd (default.rsync, delay 0, inotify on close-write or modify) in the
+// active's namespace pushing through rsync (TCP_NODELAY) to an rsync daemon in the standby's
+// namespace, over the same veth. Both processes are ended by PID when this goes away.
+class LsyncdMirror {
+  public:
+    explicit LsyncdMirror(Pair& p) : p_(p) {
+        daemon_ = start_rsyncd(p.net().b(), p.base(), p.stby_dir());
+        if (!daemon_) return;
+        const std::string conf = p.base() + "/lsyncd.conf.lua";
+        std::ofstream(conf) << fmt::format(
+            "settings {{ nodaemon = true, insist = true, inotifyMode = \"CloseWrite or Modify\",\n"
+            "  logfile = \"{0}/lsyncd.log\", statusFile = \"{0}/lsyncd.status\" }}\n"
+            "sync {{ default.rsync, source = \"{1}/\", target = \"rsync://198.18.7.2:{2}/stby/\",\n"
+            "  delay = 0, rsync = {{ archive = true, _extra = {{ \"--sockopts=TCP_NODELAY\" }} }} "
+            "}}\n",
+            p.base(), p.act_dir(), kRsyncPort);
+        lsyncd_ = std::make_unique<Proc>(p.net().a(), std::vector<std::string>{"lsyncd", conf},
+                                         p.base() + "/lsyncd.out");
+    }
+    ~LsyncdMirror() {
+        lsyncd_.reset();  // before the daemon it pushes to
+        daemon_.reset();
+    }
+    LsyncdMirror(const LsyncdMirror&) = delete;
+    LsyncdMirror& operator=(const LsyncdMirror&) = delete;
+    [[nodiscard]] bool ok() const { return daemon_ && lsyncd_ && lsyncd_->alive(); }
+    // Idle = a marker written now has arrived (lsyncd runs one rsync at a time, in event order).
+    bool settle() {
+        const std::string name = fmt::format(".settle-{}", marker_++);
+        { std::ofstream(p_.A(name)) << name; }
+        for (int i = 0; i < 30000; ++i) {
+            if (fs::exists(p_.S(name))) return true;
+            std::this_thread::sleep_for(1ms);
+        }
+        return false;
+    }
+    double cpu_s() const {
+        return proc_cpu_s(lsyncd_->pid(), true) + proc_cpu_s(daemon_->pid(), true);
+    }
+    Mirror mirror() {
+        return Mirror{[this](const std::string& r) { return p_.A(r); },
+                      [this](const std::string& r) { return p_.S(r); }, [this] { return settle(); },
+                      [this] { return cpu_s(); }};
+    }
+
+  private:
+    Pair& p_;
+    std::unique_ptr<Proc> daemon_, lsyncd_;
+    int marker_ = 0;
 };
 
 // Waits for inotify events on `path` and calls on_event() for each batch until `done`.
@@ -224,14 +372,15 @@ struct LagResult {
     Dist lag;
     double cpu_pct = 0;
     std::size_t lost = 0;
+    std::size_t bad = 0;  // observations of a copy that could not be read (torn, mixed)
 };
 
-LagResult bench_cdr(Pair& p, int seconds) {
+LagResult bench_cdr(Mirror& m, int seconds) {
     const std::string rel = "cdr/bench.csv";
-    fs::create_directories(p.A("cdr"));
-    { std::ofstream(p.A(rel)) << "start\n"; }
-    while (!fs::exists(p.S(rel))) std::this_thread::sleep_for(1ms);
-    p.wait_drained(10s);
+    fs::create_directories(m.A("cdr"));
+    { std::ofstream(m.A(rel)) << "start\n"; }
+    for (int i = 0; i < 20000 && !fs::exists(m.S(rel)); ++i) std::this_thread::sleep_for(1ms);
+    m.settle();
     const int n = seconds * 1000;
     std::vector<double> t_write(static_cast<std::size_t>(n));
     std::vector<std::uint64_t> end_off(static_cast<std::size_t>(n));
@@ -240,20 +389,23 @@ LagResult bench_cdr(Pair& p, int seconds) {
     std::atomic<bool> done{false};
     std::size_t next = 0;
     std::thread obs([&] {
-        observe(p.S(rel), IN_MODIFY | IN_CLOSE_WRITE, done, [&](const inotify_event*) {
-            const double t = now_ms();
-            struct stat st {};
-            if (::stat(p.S(rel).c_str(), &st) != 0) return;
-            while (next < static_cast<std::size_t>(written.load()) &&
-                   end_off[next] <= static_cast<std::uint64_t>(st.st_size)) {
-                lags.push_back(t - t_write[next]);
-                ++next;
-            }
-        });
+        // The directory, not the file: a mirror that replaces the file by a rename keeps being
+        // seen.
+        observe(m.S("cdr"), IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO, done,
+                [&](const inotify_event*) {
+                    const double t = now_ms();
+                    struct stat st {};
+                    if (::stat(m.S(rel).c_str(), &st) != 0) return;
+                    while (next < static_cast<std::size_t>(written.load()) &&
+                           end_off[next] <= static_cast<std::uint64_t>(st.st_size)) {
+                        lags.push_back(t - t_write[next]);
+                        ++next;
+                    }
+                });
     });
-    const double cpu0 = sync_threads_cpu_s();
+    const double cpu0 = m.cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
-    const int fd = ::open(p.A(rel).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    const int fd = ::open(m.A(rel).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     std::uint64_t size = 6;
     for (int i = 0; i < n; ++i) {
         std::this_thread::sleep_until(t0 + std::chrono::microseconds(1000 * i));
@@ -271,7 +423,7 @@ LagResult bench_cdr(Pair& p, int seconds) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (next < static_cast<std::size_t>(n) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
-    const double cpu1 = sync_threads_cpu_s();
+    const double cpu1 = m.cpu_s();
     done = true;
     obs.join();
     LagResult r;
@@ -281,9 +433,9 @@ LagResult bench_cdr(Pair& p, int seconds) {
     return r;
 }
 
-LagResult bench_voicemail(Pair& p, int seconds) {
-    fs::create_directories(p.A("vm/bench"));
-    fs::create_directories(p.S("vm/bench"));
+LagResult bench_voicemail(Mirror& m, int seconds) {
+    fs::create_directories(m.A("vm/bench"));
+    fs::create_directories(m.S("vm/bench"));
     const int n = seconds * 10;
     std::vector<double> t_close(static_cast<std::size_t>(n), 0);
     std::vector<double> lags;
@@ -291,10 +443,14 @@ LagResult bench_voicemail(Pair& p, int seconds) {
     std::atomic<bool> done{false};
     std::atomic<int> arrived{0};
     std::thread obs([&] {
-        observe(p.S("vm/bench"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
+        observe(m.S("vm/bench"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
             const double t = now_ms();
             int i = -1;
-            if (std::sscanf(ev->name, "msg%d.wav", &i) == 1 && i >= 0 && i < n) {
+            struct stat st {};
+            // Only a whole copy counts as arrived (a mirror may copy a file still being written).
+            if (std::sscanf(ev->name, "msg%d.wav", &i) == 1 && i >= 0 && i < n &&
+                ::stat(m.S(fmt::format("vm/bench/msg{}.wav", i)).c_str(), &st) == 0 &&
+                st.st_size == 200 * 1024) {
                 std::lock_guard lk(mu);
                 if (t_close[static_cast<std::size_t>(i)] > 0)
                     lags.push_back(t - t_close[static_cast<std::size_t>(i)]);
@@ -302,13 +458,13 @@ LagResult bench_voicemail(Pair& p, int seconds) {
             }
         });
     });
-    const double cpu0 = sync_threads_cpu_s();
+    const double cpu0 = m.cpu_s();
     std::string data(200 * 1024, 'w');
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
         std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100 * i));
         data[0] = static_cast<char>('a' + i % 26);
-        const int fd = ::open(p.A(fmt::format("vm/bench/msg{}.wav", i)).c_str(),
+        const int fd = ::open(m.A(fmt::format("vm/bench/msg{}.wav", i)).c_str(),
                               O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (::write(fd, data.data(), data.size()) < 0) break;
         {
@@ -322,7 +478,7 @@ LagResult bench_voicemail(Pair& p, int seconds) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (arrived < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
-    const double cpu1 = sync_threads_cpu_s();
+    const double cpu1 = m.cpu_s();
     done = true;
     obs.join();
     LagResult r;
@@ -332,27 +488,30 @@ LagResult bench_voicemail(Pair& p, int seconds) {
     return r;
 }
 
-LagResult bench_sqlite(Pair& p, int seconds) {
-    fs::create_directories(p.A("db"));
+LagResult bench_sqlite(Mirror& m, int seconds) {
+    fs::create_directories(m.A("db"));
+    fs::create_directories(m.S("db"));
     const std::string db_rel = "db/bench.db";
     sqlite3* w = nullptr;
-    sqlite3_open(p.A(db_rel).c_str(), &w);
+    sqlite3_open(m.A(db_rel).c_str(), &w);
     sqlite3_exec(
         w, "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
         nullptr, nullptr, nullptr);
-    p.wait_drained(10s);
+    m.settle();
     const int n = seconds * 50;
     std::vector<double> t_commit(static_cast<std::size_t>(n) + 1, 0);
     std::vector<double> lags;
     std::atomic<int> committed{0};
     std::atomic<bool> done{false};
     int seen = 0;
+    std::size_t bad = 0;
     std::thread obs([&] {
-        observe(p.S("db"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
-            if (std::string_view(ev->name) != "bench.db") return;
+        observe(m.S("db"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
+            // The database or its -wal: a file-level mirror carries commits in the -wal.
+            if (!std::string_view(ev->name).starts_with("bench.db")) return;
             const double t = now_ms();
             sqlite3* r = nullptr;
-            if (sqlite3_open_v2(p.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
+            if (sqlite3_open_v2(m.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
                 SQLITE_OK) {
                 sqlite3_stmt* st = nullptr;
                 if (sqlite3_prepare_v2(r, "SELECT coalesce(max(id),0) FROM t", -1, &st, nullptr) ==
@@ -364,13 +523,19 @@ LagResult bench_sqlite(Pair& p, int seconds) {
                         ++seen;
                         lags.push_back(t - t_commit[static_cast<std::size_t>(seen)]);
                     }
+                } else {
+                    ++bad;
+                    std::fprintf(stderr, "replica unreadable: %s\n", sqlite3_errmsg(r));
                 }
                 sqlite3_finalize(st);
+            } else {
+                ++bad;
+                std::fprintf(stderr, "replica open failed: %s\n", sqlite3_errmsg(r));
             }
             sqlite3_close(r);
         });
     });
-    const double cpu0 = sync_threads_cpu_s();
+    const double cpu0 = m.cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
     const int base_id = 0;
     sqlite3_exec(w, "DELETE FROM t", nullptr, nullptr, nullptr);
@@ -388,12 +553,13 @@ LagResult bench_sqlite(Pair& p, int seconds) {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
     while (seen < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
-    const double cpu1 = sync_threads_cpu_s();
+    const double cpu1 = m.cpu_s();
     done = true;
     obs.join();
     sqlite3_close(w);
     LagResult r;
     r.lost = static_cast<std::size_t>(n) - lags.size();
+    r.bad = bad;
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
     return r;
@@ -405,7 +571,10 @@ struct FullResult {
     double sync_MBps = 0;
     double local_copy_MBps = 0;
     double tcp_MBps = 0;
+    double rsync_MBps = 0;
+    double sync_cpu_s = 0;  // both engines' threads, CPU seconds
     bool ok = false;
+    bool rsync_ok = false;
 };
 
 std::uint64_t make_tree(const std::string& dir, std::uint64_t total) {
@@ -480,11 +649,29 @@ FullResult bench_full(const Options& o, bool tmpfs) {
     }
     r.tcp_MBps = iperf_MBps(p);
     if (!p.start_active()) return r;
+    const double cpu0 = sync_threads_cpu_s();
     const auto t0 = now_ms();
     if (!p.start_standby()) return r;
     r.ok = p.wait_drained(600s);
     ha::sync::test::sh(fmt::format("sync -f {}", p.S(".")));
     r.sync_MBps = r.tree_mb / ((now_ms() - t0) / 1000);
+    r.sync_cpu_s = sync_threads_cpu_s() - cpu0;
+    p.active_.reset();
+    p.standby_.reset();
+    if (!o.lsyncd) return r;
+    // The comparison: rsync -a of the same tree (page cache as warm as for the engines) through
+    // an rsync daemon in the standby's namespace, into the same filesystem, synced.
+    ha::sync::test::sh(fmt::format("rm -rf {}", p.S("vm/tree")));
+    ::sync();
+    const auto daemon = start_rsyncd(p.net().b(), p.base(), p.stby_dir());
+    if (!daemon) return r;
+    const auto t1 = now_ms();
+    r.rsync_ok =
+        ha::sync::test::sh(fmt::format("ip netns exec {} rsync -a --sockopts=TCP_NODELAY "
+                                       "{}/ rsync://198.18.7.2:{}/stby/vm/tree/ && "
+                                       "sync -f {}",
+                                       p.net().a(), p.A("vm/tree"), kRsyncPort, p.S("."))) == 0;
+    r.rsync_MBps = r.tree_mb / ((now_ms() - t1) / 1000);
     return r;
 }
 
@@ -503,15 +690,18 @@ int main(int argc, char** argv) {
             o.tree_mib = std::stoull(val());
         else if (a == "--no-full")
             o.full = false;
+        else if (a == "--no-lsyncd")
+            o.lsyncd = false;
         else if (a == "--out")
             o.out = val();
         else if (a == "--base")
             o.base = val();
         else {
-            std::fprintf(stderr,
-                         "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--out F] "
-                         "[--base DIR]\n",
-                         argv[0]);
+            std::fprintf(
+                stderr,
+                "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--no-lsyncd] "
+                "[--out F] [--base DIR]\n",
+                argv[0]);
             return 2;
         }
     }
@@ -527,63 +717,87 @@ int main(int argc, char** argv) {
     std::printf("kernel %s, cpu %s, %ld cores, governor %s\n", u.release, cpu_model().c_str(),
                 sysconf(_SC_NPROCESSORS_ONLN), governor.empty() ? "n/a" : governor.c_str());
 
-    std::map<std::string, std::vector<LagResult>> lag_runs;
+    // mirror name -> workload -> one result per run
+    std::map<std::string, std::map<std::string, std::vector<LagResult>>> lag_runs;
+    auto run_workloads = [&](const std::string& mirror, Mirror m) {
+        auto& w = lag_runs[mirror];
+        w["cdr_append_1000_lines_per_s"].push_back(bench_cdr(m, o.seconds));
+        w["voicemail_200KB_10_per_s"].push_back(bench_voicemail(m, o.seconds));
+        w["sqlite_commit_50_per_s"].push_back(bench_sqlite(m, o.seconds));
+    };
     for (int run = 0; run < o.runs; ++run) {
-        Pair p(o, false, 0);
-        if (!p.ok() || !p.start_active() || !p.start_standby() || !p.wait_drained(20s)) {
-            std::fprintf(stderr, "setup failed\n");
-            return 1;
+        {
+            Pair p(o, false, 0);
+            if (!p.ok() || !p.start_active() || !p.start_standby() || !p.wait_drained(20s)) {
+                std::fprintf(stderr, "setup failed\n");
+                return 1;
+            }
+            run_workloads("engine", p.engines());
         }
-        lag_runs["cdr_append_1000_lines_per_s"].push_back(bench_cdr(p, o.seconds));
-        lag_runs["voicemail_200KB_10_per_s"].push_back(bench_voicemail(p, o.seconds));
-        lag_runs["sqlite_commit_50_per_s"].push_back(bench_sqlite(p, o.seconds));
+        if (o.lsyncd) {
+            Pair p(o, false, 0);
+            LsyncdMirror l(p);
+            if (!p.ok() || !l.ok() || !l.settle()) {
+                std::fprintf(stderr, "lsyncd setup failed (see %s/lsyncd.log)\n", p.base().c_str());
+                return 1;
+            }
+            run_workloads("lsyncd_rsync", l.mirror());
+        }
     }
     std::string json = "{\n  \"env\": {" +
                        fmt::format("\"kernel\": \"{}\", \"cpu\": \"{}\", \"cores\": {}", u.release,
                                    cpu_model(), sysconf(_SC_NPROCESSORS_ONLN)) +
                        "},\n  \"lag_ms\": {\n";
-    std::printf("\n%-30s %10s %10s %10s %10s %8s %6s\n", "workload (runs)", "p50 ms", "p99 ms",
-                "p99.9 ms", "max ms", "cpu %", "lost");
-    bool first = true;
-    for (const auto& [name, runs] : lag_runs) {
-        std::vector<double> p50, p99, p999, mx, cpu;
-        std::size_t lost = 0;
-        for (const auto& r : runs) {
-            p50.push_back(r.lag.p50);
-            p99.push_back(r.lag.p99);
-            p999.push_back(r.lag.p999);
-            mx.push_back(r.lag.max);
-            cpu.push_back(r.cpu_pct);
-            lost += r.lost;
+    std::printf("\n%-13s %-28s %12s %12s %10s %10s %7s %5s %4s\n", "mirror", "workload (runs)",
+                "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu %", "lost", "bad");
+    bool first_mirror = true;
+    for (const auto& [mirror, workloads] : lag_runs) {
+        json += fmt::format("{}    \"{}\": {{\n", first_mirror ? "" : ",\n", mirror);
+        first_mirror = false;
+        bool first = true;
+        for (const auto& [name, runs] : workloads) {
+            std::vector<double> p50, p99, p999, mx, cpu;
+            std::size_t lost = 0, bad = 0;
+            for (const auto& r : runs) {
+                p50.push_back(r.lag.p50);
+                p99.push_back(r.lag.p99);
+                p999.push_back(r.lag.p999);
+                mx.push_back(r.lag.max);
+                cpu.push_back(r.cpu_pct);
+                lost += r.lost;
+                bad += r.bad;
+            }
+            std::printf("%-13s %-28s %7.3f±%-4.2f %7.3f±%-4.2f %10.3f %10.3f %7.1f %5zu %4zu\n",
+                        mirror.c_str(), name.c_str(), median(p50), mad(p50), median(p99), mad(p99),
+                        median(p999), median(mx), median(cpu), lost, bad);
+            json += fmt::format(
+                "{}      \"{}\": {{\"p50_median\": {:.4f}, \"p50_mad\": {:.4f}, \"p99_median\": "
+                "{:.4f}, \"p99_mad\": {:.4f}, \"p999_median\": {:.4f}, \"max_median\": {:.4f}, "
+                "\"cpu_pct\": {:.2f}, \"lost\": {}, \"unreadable\": {}, \"runs\": {}}}",
+                first ? "" : ",\n", name, median(p50), mad(p50), median(p99), mad(p99),
+                median(p999), median(mx), median(cpu), lost, bad, runs.size());
+            first = false;
         }
-        std::printf("%-30s %6.3f±%-4.2f %6.3f±%-4.2f %10.3f %10.3f %8.1f %6zu\n", name.c_str(),
-                    median(p50), mad(p50), median(p99), mad(p99), median(p999), median(mx),
-                    median(cpu), lost);
-        json += fmt::format(
-            "{}    \"{}\": {{\"p50_median\": {:.4f}, \"p50_mad\": {:.4f}, \"p99_median\": {:.4f}, "
-            "\"p99_mad\": {:.4f}, \"p999_median\": {:.4f}, \"max_median\": {:.4f}, \"cpu_pct\": "
-            "{:.2f}, "
-            "\"lost\": {}, \"runs\": {}}}",
-            first ? "" : ",\n", name, median(p50), mad(p50), median(p99), mad(p99), median(p999),
-            median(mx), median(cpu), lost, runs.size());
-        first = false;
+        json += "\n    }";
     }
     json += "\n  },\n  \"full_sync\": [\n";
     if (o.full) {
-        std::printf("\n%-8s %10s %12s %14s %12s %10s\n", "target", "tree MB", "sync MB/s",
-                    "local cp MB/s", "tcp MB/s", "ratio");
-        first = true;
+        std::printf("\n%-8s %10s %12s %14s %12s %10s %12s %10s\n", "target", "tree MB", "sync MB/s",
+                    "local cp MB/s", "tcp MB/s", "ratio", "rsync MB/s", "sync cpu s");
+        bool first = true;
         for (bool tmpfs : {true, false}) {
             const auto r = bench_full(o, tmpfs);
             const double limit = std::min(r.local_copy_MBps, r.tcp_MBps);
-            std::printf("%-8s %10.0f %12.1f %14.1f %12.1f %9.0f%%%s\n", r.target.c_str(), r.tree_mb,
-                        r.sync_MBps, r.local_copy_MBps, r.tcp_MBps,
-                        limit > 0 ? 100 * r.sync_MBps / limit : 0, r.ok ? "" : " (FAILED)");
+            std::printf("%-8s %10.0f %12.1f %14.1f %12.1f %9.0f%% %12.1f %10.2f%s%s\n",
+                        r.target.c_str(), r.tree_mb, r.sync_MBps, r.local_copy_MBps, r.tcp_MBps,
+                        limit > 0 ? 100 * r.sync_MBps / limit : 0, r.rsync_MBps, r.sync_cpu_s,
+                        r.ok ? "" : " (FAILED)", !o.lsyncd || r.rsync_ok ? "" : " (rsync FAILED)");
             json += fmt::format(
                 "{}    {{\"target\": \"{}\", \"tree_mb\": {:.1f}, \"sync_MBps\": {:.1f}, "
-                "\"local_copy_MBps\": {:.1f}, \"tcp_MBps\": {:.1f}, \"ok\": {}}}",
+                "\"local_copy_MBps\": {:.1f}, \"tcp_MBps\": {:.1f}, \"rsync_MBps\": {:.1f}, "
+                "\"sync_cpu_s\": {:.2f}, \"ok\": {}, \"rsync_ok\": {}}}",
                 first ? "" : ",\n", r.target, r.tree_mb, r.sync_MBps, r.local_copy_MBps, r.tcp_MBps,
-                r.ok);
+                r.rsync_MBps, r.sync_cpu_s, r.ok, r.rsync_ok);
             first = false;
         }
     }
