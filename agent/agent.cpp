@@ -381,6 +381,9 @@ void Agent::Impl::on_link_event(const nl::MonitorEvent& ev) {
                 post(core::EvFault{
                     core::FaultKind::HeartbeatLink, !up,
                     fmt::format("{} carrier {}", cfg.heartbeat_interface, up ? "up" : "down")});
+                // No carrier: the direct path is gone now, not after a timeout. Promotion still
+                // needs the LAN path lost too, and the ARP probe.
+                if (!up) post(core::EvPeerLost{core::Path::Direct});
             }
         }
     } else if (const auto* ae = std::get_if<nl::AddrEvent>(&ev)) {

@@ -260,15 +260,16 @@ void Heartbeat::send_request(int path, TimePoint now) {
     socklen_t len = 0;
     sockaddr_storage to =
         to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
-    // A plain sendto: the datagram is 88 bytes and the socket never blocks. Only a request that
-    // left counts as evidence for the loss verdict.
+    // A plain sendto: the datagram is 88 bytes and the socket never blocks. The prober ran and
+    // tried: that is evidence either way. A send refused because the link is down or the peer
+    // unreachable (ENETDOWN, EHOSTUNREACH, ...) is a request the peer cannot answer, so it
+    // counts like one that left; only a prober that did not run has no evidence.
     ssize_t n = ::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
                          reinterpret_cast<sockaddr*>(&to), len);
-    if (n != static_cast<ssize_t>(bytes.size())) {
+    if (n != static_cast<ssize_t>(bytes.size()))
         ++counters_.send_errors;
-        return;
-    }
-    ++counters_.sent;
+    else
+        ++counters_.sent;
     live_[static_cast<std::size_t>(path)].sent(seq, now);
 }
 
