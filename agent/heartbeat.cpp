@@ -15,30 +15,13 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "common/sockaddr.hpp"
 
 namespace ha {
 
 namespace {
 constexpr int kDirect = 0;
 constexpr int kLan = 1;
-
-sockaddr_storage to_sockaddr(const IpAddr& ip, std::uint16_t port, socklen_t& len) {
-    sockaddr_storage ss{};
-    if (ip.is_v4()) {
-        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port);
-        std::memcpy(&sin->sin_addr, ip.bytes.data(), 4);
-        len = sizeof(sockaddr_in);
-    } else {
-        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port);
-        std::memcpy(&sin6->sin6_addr, ip.bytes.data(), 16);
-        len = sizeof(sockaddr_in6);
-    }
-    return ss;
-}
 
 std::string trimmed(const std::string& s, std::size_t max) {
     return s.substr(0, max);
@@ -134,8 +117,8 @@ Status Heartbeat::open_socket() {
     ::setsockopt(sock_.get(), SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio);
     IpAddr any;
     any.family = v6 ? 6 : 4;
-    socklen_t len = 0;
-    sockaddr_storage ss = to_sockaddr(any, cfg_.heartbeat_port, len);
+    sockaddr_storage ss;
+    const socklen_t len = to_sockaddr(any, cfg_.heartbeat_port, ss);
     if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
         return last_errno(fmt::format("bind heartbeat port {}", cfg_.heartbeat_port));
     return {};
@@ -257,9 +240,9 @@ void Heartbeat::send_request(int path, TimePoint now) {
     if (!peer_addr_[static_cast<std::size_t>(path)]) return;
     const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
     auto bytes = bpf::build_request(self_wire_, key_, seq, to_mono_ns(now));
-    socklen_t len = 0;
-    sockaddr_storage to =
-        to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
+    sockaddr_storage to;
+    const socklen_t len =
+        to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, to);
     // A plain sendto: the datagram is 88 bytes and the socket never blocks. The prober ran and
     // tried: that is evidence either way. A send refused because the link is down or the peer
     // unreachable (ENETDOWN, EHOSTUNREACH, ...) is a request the peer cannot answer, so it
@@ -280,9 +263,9 @@ void Heartbeat::send_control(core::PeerMsg msg, const core::PeerStatus&) {
         const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
         auto bytes = bpf::build_control(static_cast<std::uint8_t>(msg), self_wire_, key_, seq,
                                         to_mono_ns(now));
-        socklen_t len = 0;
-        sockaddr_storage to =
-            to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, len);
+        sockaddr_storage to;
+        const socklen_t len =
+            to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, to);
         if (::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
                      reinterpret_cast<sockaddr*>(&to), len) < 0)
             ++counters_.send_errors;

@@ -13,6 +13,7 @@
 
 #include "agent/core/config.hpp"
 #include "common/log.hpp"
+#include "common/sockaddr.hpp"
 
 namespace ha {
 
@@ -25,21 +26,8 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& l
     if (!m->listen_fd_) return last_errno("metrics socket");
     int one = 1;
     ::setsockopt(m->listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    if (v6) {
-        auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(ep->port);
-        std::memcpy(&a->sin6_addr, ep->addr.bytes.data(), 16);
-        len = sizeof *a;
-    } else {
-        auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-        a->sin_family = AF_INET;
-        a->sin_port = htons(ep->port);
-        std::memcpy(&a->sin_addr, ep->addr.bytes.data(), 4);
-        len = sizeof *a;
-    }
+    sockaddr_storage ss;
+    const socklen_t len = to_sockaddr(ep->addr, ep->port, ss);
     if (::bind(m->listen_fd_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
         return last_errno("bind metrics " + listen);
     if (::listen(m->listen_fd_.get(), 8) != 0) return last_errno("listen metrics " + listen);

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "common/sockaddr.hpp"
 
 namespace ha::service {
 
@@ -85,21 +86,8 @@ std::optional<TimePoint> LivenessProbe::next_deadline() const {
 }
 
 Status LivenessProbe::send_options(TimePoint now) {
-    sockaddr_storage ss{};
-    socklen_t len = 0;
-    if (target_.is_v4()) {
-        auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port_);
-        std::memcpy(&sin->sin_addr, target_.bytes.data(), 4);
-        len = sizeof(sockaddr_in);
-    } else {
-        auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port_);
-        std::memcpy(&sin6->sin6_addr, target_.bytes.data(), 16);
-        len = sizeof(sockaddr_in6);
-    }
+    sockaddr_storage ss;
+    const socklen_t len = to_sockaddr(target_, port_, ss);
     call_id_ = random_token() + "@fcm-ha";
     ++cseq_;
     const std::string host =

@@ -89,7 +89,7 @@ class Procedures(unittest.TestCase):
     def test_force_switch_swaps_roles_with_one_holder_at_every_instant(self):
         self.lab.up(timeout=TIMEOUT)
         w = self.watch()
-        time.sleep(0.3)
+        self.lab.wait_synced("b")
         t = time.monotonic()
         r = self.lab.hactl("a", "switch")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -109,6 +109,7 @@ class Procedures(unittest.TestCase):
         self.lab.wait("version alert on the active",
                       lambda: has_event(self.lab, "a", "version-mismatch"), 10)
         # Step 2: force switch on the active (a): b becomes active.
+        self.lab.wait_synced("b")
         r = self.lab.hactl("a", "switch")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.lab.wait_role("b", "Active", "Dual", timeout=30)
