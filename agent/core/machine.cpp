@@ -493,7 +493,11 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
         // here) makes the first replies after it stale too, before the peer's loop catches up:
         // so the verdict needs stale replies spanning another timeout, and is taken only when a
         // stale reply arrives (evidence), never because our own timer fired late.
-        const Duration stale_confirm = std::max<Duration>(2 * cfg_.interval, cfg_.timeout);
+        // The floor: a SCHED_FIFO agent loop was seen to miss 7 ms under stress-ng on this VM;
+        // a hung verdict on that would hand a healthy active's service away.
+        constexpr Duration kStaleConfirmFloor = std::chrono::milliseconds(20);
+        const Duration stale_confirm =
+            std::max({2 * cfg_.interval, Duration(cfg_.timeout), kStaleConfirmFloor});
         if (p.agent_stale && on_evidence && peer_stale_since_ &&
             now - *peer_stale_since_ >= stale_confirm) {
             // Fence it explicitly too (in case its LAN tick still looks fresh) and promote behind
