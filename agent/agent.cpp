@@ -958,8 +958,7 @@ int Agent::Impl::loop() {
         core_op->arm(cores->fd());
     }
     if (sync && sync->event_fd() >= 0) {
-        sync_op =
-            std::make_unique<PollOp>(ring, [this](int) { sync->drain(*this->machine, pending); });
+        sync_op = std::make_unique<PollOp>(ring, [this](int) { sync->drain(); });
         sync_op->arm(sync->event_fd());
     }
 
@@ -996,7 +995,7 @@ int Agent::Impl::loop() {
                     post(core::EvFault{core::FaultKind::Software, v->fault, v->detail});
             }
         }
-        if (sync) sync->poll(*machine, pending, now);
+        if (sync) sync->poll(pending, now);
         finish_failover_record(now);
         if (metrics && now >= next_metrics) {
             metrics->publish(metrics_text());

@@ -108,7 +108,7 @@ int SyncBridge::event_fd() const {
     return impl_->engine ? impl_->engine->event_fd().get() : -1;
 }
 
-void SyncBridge::drain(core::Machine&, std::deque<core::Event>&) {
+void SyncBridge::drain() {
     if (!impl_->engine) return;
     impl_->engine->drain_events([&](const sync::SyncEvent& e) {
         using K = sync::SyncEvent::Kind;
@@ -147,7 +147,7 @@ void SyncBridge::drain(core::Machine&, std::deque<core::Event>&) {
     });
 }
 
-void SyncBridge::poll(core::Machine&, std::deque<core::Event>& out, TimePoint now) {
+void SyncBridge::poll(std::deque<core::Event>& out, TimePoint now) {
     if (now < impl_->next_poll) return;
     // Status is a handful of atomics: cheap enough to read every 10 ms, so a force switch sees
     // the stream drain promptly.

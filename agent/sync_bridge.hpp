@@ -33,10 +33,10 @@ class SyncBridge {
     std::string start_full_backup(core::State state);
     // -1 when there is no engine (no sync roots configured).
     [[nodiscard]] int event_fd() const;
-    // Engine events (backup results, faults) -> event store / machine events.
-    void drain(core::Machine& m, std::deque<core::Event>& out);
+    // Engine events (backup results, faults) -> the HA backup log and system events.
+    void drain();
     // Periodic: lag into EvSync when it changed; the daily full backup when due.
-    void poll(core::Machine& m, std::deque<core::Event>& out, TimePoint now);
+    void poll(std::deque<core::Event>& out, TimePoint now);
     [[nodiscard]] std::optional<TimePoint> next_deadline() const;
     [[nodiscard]] nlohmann::json status_json() const;
     [[nodiscard]] nlohmann::json backup_json() const;

@@ -474,8 +474,11 @@ void Machine::on(const EvPeerLost& e, TimePoint now, Actions& out) {
 }
 
 void Machine::on(const EvForeignPeer& e, TimePoint, Actions& out) {
+    // The kernel's filter counts drops without keeping the sender: then the MAC is unknown.
+    const std::string who =
+        e.mac.is_zero() ? std::string("a MAC other than the peer's") : e.mac.to_string();
     alert(AlertKind::PeerMacMismatch, true,
-          fmt::format("heartbeat from {} ignored: configured peer MAC is {}", e.mac.to_string(),
+          fmt::format("heartbeats from {} ignored: configured peer MAC is {}", who,
                       cfg_.peer_mac ? cfg_.peer_mac->to_string() : std::string("unset")),
           out);
 }
