@@ -25,7 +25,6 @@ always removes its namespaces, pins and processes (it ends only processes it sta
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.machinery
 import importlib.util
 import json
@@ -35,7 +34,6 @@ import re
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -103,63 +101,9 @@ def environment() -> dict:
 
 # -- the fault -----------------------------------------------------------------------------------
 
-CLONE_NEWNET = 0x40000000
-RTM_NEWLINK = 16
-NLM_F_REQUEST = 1
-NLM_F_ACK = 4
-NLMSG_ERROR = 2
-IFF_UP = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-class LinkCutter:
-    """An rtnetlink socket opened inside a namespace ahead of time (a socket stays in the
-    namespace it was created in): at the fault, setting a link down is one sendmsg from this
-    process, applied before it returns, instead of an `ip netns exec` fork (several ms each on a
-    loaded machine)."""
-
-    def __init__(self, lab, ns: str, ifnames: list[str]):
-        own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        target = os.open(f"/run/netns/{lab.ns(ns)}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-                self.index = {n: socket.if_nametoindex(n) for n in ifnames}
-            finally:
-                _setns(own)
-        finally:
-            os.close(own)
-            os.close(target)
-        self.sock.bind((0, 0))
-        self.seq = 0
-
-    def down(self, ifname: str) -> None:
-        self.seq += 1
-        ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, self.index[ifname], 0, IFF_UP)
-        hdr = struct.pack("=IHHII", 16 + len(ifinfo), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK,
-                          self.seq, 0)
-        self.sock.send(hdr + ifinfo)
-
-    def check(self) -> None:
-        """Read the acks of every down() (after the fault: the fault itself does not wait)."""
-        self.sock.settimeout(2.0)
-        for _ in range(self.seq):
-            data = self.sock.recv(65536)
-            _, kind, _, seq, _ = struct.unpack("=IHHII", data[:16])
-            if kind == NLMSG_ERROR:
-                (err,) = struct.unpack("=i", data[16:20])
-                if err != 0:
-                    raise RuntimeError(f"link down (seq {seq}): {os.strerror(-err)}")
-
-    def close(self) -> None:
-        self.sock.close()
+def link_cutter(lab, ns: str, ifnames: list[str]):
+    """The lab's rtnetlink link switch, opened in the namespace before the fault."""
+    return labmod.NsLinks(lab.ns(ns), ifnames)
 
 
 def power_off_fast(lab, box: str, cutters: dict) -> tuple[int, int, dict]:
@@ -174,8 +118,8 @@ def power_off_fast(lab, box: str, cutters: dict) -> tuple[int, int, dict]:
     t0 = mono_us()
     # Links first (a box without power answers nothing, heartbeats included, from that instant),
     # then the signals.
-    cutters[box].down("hb0")
-    cutters["lan"].down(f"p{box}")
+    cutters[box].send_link("hb0", False)
+    cutters["lan"].send_link(f"p{box}", False)
     steps["links_requested"] = mono_us() - t0
     for name, kill in (("agent", (lambda: os.kill(agent, signal.SIGKILL)) if agent else None),
                        ("pbx_group", (lambda: os.killpg(group, signal.SIGKILL)) if group else None)):
@@ -238,7 +182,7 @@ def one_rep(timeout: str, prestart: bool, lab_id: str, deadline: float) -> dict:
         probe = pbx.SipProbe(lab, "phone1", PROBE_MS)
         if not pbx.wait_for(lambda: probe.first_answer_from("fcm-pbx-a"), 10, 0.02):
             raise RuntimeError("the OPTIONS probe gets no answer from fcm-pbx-a")
-        cutters = {"a": LinkCutter(lab, "a", ["hb0"]), "lan": LinkCutter(lab, "lan", ["pa"])}
+        cutters = {"a": link_cutter(lab, "a", ["hb0"]), "lan": link_cutter(lab, "lan", ["pa"])}
         time.sleep(1.0)  # warm-up: the probe at steady state, the cutters ready
         sa, sb = lab.status("a") or {}, lab.status("b") or {}
         if sa.get("role") != "Active" or sb.get("role") != "Standby" or sb.get("ha_status") != "Dual":

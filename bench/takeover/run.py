@@ -21,7 +21,6 @@ pins and processes (it ends only processes it started, by PID / process group).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.machinery
 import json
 import os
@@ -55,67 +54,7 @@ IDLE_PROBE_US = 500  # idle watch: a dual answer lasting > 0.5 ms is still seen,
 # Link faults through rtnetlink sockets opened inside each namespace beforehand: a fault made of
 # several steps (power off) lands within microseconds instead of one `ip` process (~5 ms) per step.
 # --------------------------------------------------------------------------------------------
-CLONE_NEWNET = 0x40000000
-RTM_NEWLINK = 16
-NLM_F_REQUEST = 1
-NLM_F_ACK = 4
-NLMSG_ERROR = 2
-IFF_UP = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-class NsLinks:
-    """rtnetlink socket bound in one namespace plus the ifindex of the links it will flip."""
-
-    def __init__(self, netns: str, ifnames: list[str]):
-        own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        target = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
-                self.sock.bind((0, 0))
-                self.index = {n: socket.if_nametoindex(n) for n in ifnames}
-            finally:
-                _setns(own)
-        finally:
-            os.close(own)
-            os.close(target)
-        self.netns = netns
-        self.seq = 0
-        self.pending = 0
-
-    def send_link(self, ifname: str, up: bool) -> None:
-        """Queue the change (the kernel applies it inside sendmsg); check() reads the acks."""
-        self.seq += 1
-        ifi = struct.pack("=BBHiII", socket.AF_UNSPEC, 0, 0, self.index[ifname],
-                          IFF_UP if up else 0, IFF_UP)
-        hdr = struct.pack("=IHHII", 16 + len(ifi), RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK,
-                          self.seq, 0)
-        self.sock.send(hdr + ifi)
-        self.pending += 1
-
-    def check(self) -> None:
-        while self.pending:
-            data = self.sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                ln, typ, _, _, _ = struct.unpack_from("=IHHII", data, off)
-                if typ == NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", data, off + 16)
-                    self.pending -= 1
-                    if err != 0:
-                        raise OSError(-err, f"{self.netns}: RTM_NEWLINK: {os.strerror(-err)}")
-                off += (ln + 3) & ~3 if ln else len(data)
-
-    def close(self) -> None:
-        self.sock.close()
+NsLinks = labmod.NsLinks  # rtnetlink sockets opened in each namespace beforehand
 
 
 class AddrEvents:
@@ -126,19 +65,9 @@ class AddrEvents:
     RTM_NEWADDR, RTM_DELADDR, IFA_LOCAL, RTMGRP_IPV4_IFADDR = 20, 21, 2, 0x10
 
     def __init__(self, netns: str):
-        own = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        target = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-            try:
-                self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                self.sock.bind((0, self.RTMGRP_IPV4_IFADDR))
-            finally:
-                _setns(own)
-        finally:
-            os.close(own)
-            os.close(target)
+        self.sock = labmod.netns_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, self.RTMGRP_IPV4_IFADDR))
         self.sock.settimeout(0.1)
         self.want = socket.inet_aton(CLUSTER_IP)
         self.events: list[tuple[int, str]] = []  # (mono_us, "add" | "del")
