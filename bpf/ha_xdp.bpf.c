@@ -3,7 +3,8 @@
  * Heartbeat NIC and LAN NIC run the same program (rodata is_lan differs). Valid requests to the
  * heartbeat port are answered in place with XDP_TX; replies and controls go up to the agent's
  * socket; bad heartbeats are dropped and counted; everything else passes untouched. On the LAN NIC,
- * traffic for the cluster IP is dropped while the agent is stale or after a Fence from the peer.
+ * traffic for the cluster IP is dropped while the agent is stale or gone, or after a Fence from the
+ * peer.
  * IPv4 only (see bpf/README.md). */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -54,7 +55,7 @@ struct {
     __uint(max_entries, 1);
     __type(key, __u32);
     __type(value, struct ha_counters);
-} ha_stats SEC(".maps");
+} ha_stats_v2 SEC(".maps");
 
 #define HB_UDP_LEN (sizeof(struct udphdr) + sizeof(struct ha_hb_msg))
 #define HB_IP_LEN (sizeof(struct iphdr) + HB_UDP_LEN)
@@ -93,7 +94,7 @@ struct udp_csum_buf {
 
 static __always_inline void count(__u32 idx) {
     __u32 key = 0;
-    struct ha_counters* c = bpf_map_lookup_elem(&ha_stats, &key);
+    struct ha_counters* c = bpf_map_lookup_elem(&ha_stats_v2, &key);
     if (c && idx < HA_CNT_MAX) ((__u64*)c)[idx]++;
 }
 
@@ -122,16 +123,30 @@ static __always_inline int agent_stale(const struct ha_agent_state* st, __u64 no
     return now > st->alive_until_ns;
 }
 
-/* LAN program: drop ARP and IPv4 for the cluster IP while fenced or stale. Returns a verdict or
- * CONTINUE. Ingress only: the kernel's own transmissions are not seen here. */
-static __always_inline int fence_check(struct ethhdr* eth, void* data_end) {
+/* Has the agent exited (crash, kill -9)? Its lifeline socket is gone: the kernel closes a dead
+ * process's files as it exits, so this is known at the next packet, long before a stale tick
+ * would say so. The lifeline is a socket nothing else uses (no I/O in flight keeps it open after
+ * the process died). A hung (stopped) agent still holds it; the tick covers that case. */
+static __always_inline int agent_gone(struct xdp_md* ctx, const struct ha_cfg* cfg) {
+    if (cfg->lifeline_port == 0) return 0;
+    struct bpf_sock_tuple t = {};
+    t.ipv4.daddr = bpf_htonl(0x7f000001); /* 127.0.0.1 */
+    t.ipv4.dport = cfg->lifeline_port;
+    struct bpf_sock* sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+    if (!sk) return 1;
+    bpf_sk_release(sk);
+    return 0;
+}
+
+/* LAN program: drop ARP and IPv4 for the cluster IP while fenced, stale or gone. Returns a verdict
+ * or CONTINUE. Ingress only: the kernel's own transmissions are not seen here. */
+static __always_inline int fence_check(struct xdp_md* ctx, struct ethhdr* eth, void* data_end) {
     __u32 key = 0;
     struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
-    struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
-    struct ha_fence_val* fence = bpf_map_lookup_elem(&ha_fence, &key);
-    if (!cfg || !st || !fence || cfg->cluster_ip4 == 0) return CONTINUE;
-    if (!fence->fenced && !agent_stale(st, bpf_ktime_get_ns())) return CONTINUE;
+    if (!cfg || cfg->cluster_ip4 == 0) return CONTINUE;
 
+    /* Only frames for the cluster IP pay for the checks below. */
+    __u32 counter;
     if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
         struct arphdr* arp = (void*)(eth + 1);
         struct arp_eth_ip4* body = (void*)(arp + 1);
@@ -139,21 +154,24 @@ static __always_inline int fence_check(struct ethhdr* eth, void* data_end) {
         if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
             arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
             return CONTINUE;
-        if (body->tpa == cfg->cluster_ip4 || body->spa == cfg->cluster_ip4) {
-            count(HA_CNT_FENCE_ARP);
-            return XDP_DROP;
-        }
-        return CONTINUE;
-    }
-    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        if (body->tpa != cfg->cluster_ip4 && body->spa != cfg->cluster_ip4) return CONTINUE;
+        counter = HA_CNT_FENCE_ARP;
+    } else if (eth->h_proto == bpf_htons(ETH_P_IP)) {
         struct iphdr* ip = (void*)(eth + 1);
         if ((void*)(ip + 1) > data_end) return CONTINUE;
-        if (ip->daddr == cfg->cluster_ip4) {
-            count(HA_CNT_FENCE_IP4);
-            return XDP_DROP;
-        }
+        if (ip->daddr != cfg->cluster_ip4) return CONTINUE;
+        counter = HA_CNT_FENCE_IP4;
+    } else {
+        return CONTINUE;
     }
-    return CONTINUE;
+
+    struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
+    struct ha_fence_val* fence = bpf_map_lookup_elem(&ha_fence, &key);
+    if (!st || !fence) return CONTINUE;
+    if (!fence->fenced && !agent_stale(st, bpf_ktime_get_ns()) && !agent_gone(ctx, cfg))
+        return CONTINUE;
+    count(counter);
+    return XDP_DROP;
 }
 
 /* Authenticate a request/control and advance the replay window. Returns a verdict or CONTINUE. */
@@ -203,6 +221,7 @@ static __always_inline void record_peer(struct ha_peer_val* peer, const struct e
 
 static __always_inline int send_reply(struct xdp_md* ctx, const struct ha_cfg* cfg,
                                       const struct ha_hb_msg* req, __u64 now) {
+    const int gone = agent_gone(ctx, cfg);
     __u32 key = 0;
     struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
     if (!st) return XDP_ABORTED;
@@ -216,9 +235,13 @@ static __always_inline int send_reply(struct xdp_md* ctx, const struct ha_cfg* c
     rep->sent_ns = req->sent_ns;
     rep->reply_ns = now;
     __builtin_memcpy(&rep->state, &st->self, sizeof(rep->state));
-    if (agent_stale(st, now)) {
+    if (gone || agent_stale(st, now)) {
         rep->state.flags = (__u8)((rep->state.flags & ~HA_FLAG_HEALTHY) | HA_FLAG_AGENT_STALE);
         count(HA_CNT_TX_STALE);
+    }
+    if (gone) {
+        rep->state.flags |= HA_FLAG_AGENT_GONE;
+        count(HA_CNT_TX_GONE);
     }
     rep->mac = msg_mac(cfg, rep);
 
@@ -331,7 +354,9 @@ static __always_inline int handle_ipv4(struct xdp_md* ctx, struct ethhdr* eth, v
     __u64 now = bpf_ktime_get_ns();
     record_peer(peer, eth, ip, &msg, now);
     if (msg.msg_type == HA_MSG_CONTROL) {
-        if (msg.control == HA_CTRL_FENCE) {
+        struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
+        /* A Fence aimed at a term this box has since left (promoted again) is stale. */
+        if (msg.control == HA_CTRL_FENCE && st && msg.target_term >= st->self.term) {
             struct ha_fence_val* fence = bpf_map_lookup_elem(&ha_fence, &key);
             if (fence) {
                 fence->fenced_at_ns = now;
@@ -354,7 +379,7 @@ int ha_xdp_hb(struct xdp_md* ctx) {
     if ((void*)(eth + 1) > data_end) return XDP_PASS;
 
     if (is_lan) {
-        int verdict = fence_check(eth, data_end);
+        int verdict = fence_check(ctx, eth, data_end);
         if (verdict != CONTINUE) return verdict;
     }
     if (eth->h_proto == bpf_htons(ETH_P_IP)) return handle_ipv4(ctx, eth, data_end);

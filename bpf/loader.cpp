@@ -1,5 +1,6 @@
 #include "loader.hpp"
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
@@ -25,6 +26,10 @@ namespace {
 constexpr std::string_view kLog = "bpf";
 constexpr long kBpfFsMagic = 0xcafe4a11;  // BPF_FS_MAGIC, <linux/magic.h>
 constexpr const char* kLinkPin = "link";
+// Every map pin, plus names earlier versions pinned (ha_stats grew into ha_stats_v2), so a start,
+// a replacement or an uninstall never leaves one behind.
+constexpr std::array<const char*, 6> kMapPins{"ha_config", "ha_state",    "ha_fence",
+                                              "ha_peer",   "ha_stats_v2", "ha_stats"};
 
 // libbpf's chatter one level lower than it reports, so verifier noise only shows at debug.
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
@@ -126,6 +131,7 @@ Result<Responder> Responder::create(const ResponderOptions& opts) {
     r.cfg_.key_k1 = opts.key.k1;
     r.cfg_.key_set = opts.key_set ? 1 : 0;
     if (opts.peer_mac) std::memcpy(r.cfg_.peer_mac, opts.peer_mac->bytes.data(), 6);
+    r.cfg_.lifeline_port = htons(opts.lifeline_port);
     if (opts.cluster_ip) {
         if (!opts.cluster_ip->is_v4())
             return fail(fmt::format("cluster IP {} for the XDP fence: only IPv4 is supported",
@@ -162,7 +168,7 @@ Status Responder::load_and_attach(const ResponderOptions& opts) {
         skel_->rodata->is_lan = opts.is_lan ? 1 : 0;
         const std::array<bpf_map*, 5> pinned{skel_->maps.ha_config, skel_->maps.ha_state,
                                              skel_->maps.ha_fence, skel_->maps.ha_peer,
-                                             skel_->maps.ha_stats};
+                                             skel_->maps.ha_stats_v2};
         if (!pin_dir_.empty()) {
             for (bpf_map* m : pinned) {
                 const std::string path = pin_dir_ + "/" + bpf_map__name(m);
@@ -176,8 +182,7 @@ Status Responder::load_and_attach(const ResponderOptions& opts) {
         skel_ = nullptr;
         if (attempt > 0 || pin_dir_.empty()) return errno_error(err, "load ha_xdp");
         log::warn(kLog, "ifname={} pinned maps incompatible, replacing them err={}", ifname_, err);
-        for (const char* name : {"ha_config", "ha_state", "ha_fence", "ha_peer", "ha_stats"})
-            unlink_quiet(pin_dir_ + "/" + name);
+        for (const char* name : kMapPins) unlink_quiet(pin_dir_ + "/" + name);
     }
     if (auto st = write_config(); !st) return st;
     if (ifindex_ == 0) return {};
@@ -246,8 +251,7 @@ Status Responder::remove_pins(const std::string& pin_root, const std::string& if
         bpf_link_detach(fd.get());
     }
     unlink_quiet(link_path);
-    for (const char* name : {"ha_config", "ha_state", "ha_fence", "ha_peer", "ha_stats"})
-        unlink_quiet(dir + "/" + name);
+    for (const char* name : kMapPins) unlink_quiet(dir + "/" + name);
     if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return last_errno("rmdir " + dir);
     return {};
 }
@@ -343,8 +347,8 @@ Result<ha_counters> Responder::counters() const {
     if (ncpu <= 0) return errno_error(ncpu, "libbpf_num_possible_cpus");
     std::vector<ha_counters> per_cpu(static_cast<std::size_t>(ncpu));
     const std::uint32_t key = 0;
-    if (bpf_map_lookup_elem(map_fd(skel_->maps.ha_stats), &key, per_cpu.data()) != 0)
-        return last_errno("lookup ha_stats ifname=" + ifname_);
+    if (bpf_map_lookup_elem(map_fd(skel_->maps.ha_stats_v2), &key, per_cpu.data()) != 0)
+        return last_errno("lookup ha_stats_v2 ifname=" + ifname_);
     std::array<std::uint64_t, HA_CNT_MAX> sum{};
     for (const ha_counters& c : per_cpu) {
         std::array<std::uint64_t, HA_CNT_MAX> v{};
@@ -391,10 +395,7 @@ Status Responder::detach_and_unpin() {
         auto lock = PinDirLock::lock(pin_dir_);
         if (!lock) return unexpected(lock.error());
         unlink_quiet(pin_dir_ + "/" + kLinkPin);
-        for (bpf_map* m : {skel_->maps.ha_config, skel_->maps.ha_state, skel_->maps.ha_fence,
-                           skel_->maps.ha_peer, skel_->maps.ha_stats}) {
-            if (bpf_map__is_pinned(m)) bpf_map__unpin(m, nullptr);
-        }
+        for (const char* name : kMapPins) unlink_quiet(pin_dir_ + "/" + name);
         if (::rmdir(pin_dir_.c_str()) != 0 && errno != ENOENT)
             return last_errno("rmdir " + pin_dir_);
     }

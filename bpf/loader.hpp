@@ -53,6 +53,10 @@ struct ResponderOptions {
     bool key_set = true;               // false: drop every request until set_key()
     std::optional<MacAddr> peer_mac;   // unset/zero: accept any source MAC
     std::optional<IpAddr> cluster_ip;  // IPv4 only; unset: no fencing
+    // The agent's lifeline: a UDP port (host order) it holds bound on 127.0.0.1. Nonzero: while
+    // no socket is bound there the agent is taken for gone (replies carry AGENT_GONE, the LAN
+    // program fences). 0: no check.
+    std::uint16_t lifeline_port = 0;
 };
 
 // What the last valid request/control from the peer said (ha_peer map), decoded.

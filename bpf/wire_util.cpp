@@ -61,7 +61,8 @@ Result<ha_node_state> to_wire(const NodeState& s) {
     w.state = s.state;
     w.flags = static_cast<std::uint8_t>(
         (s.ha_enabled ? HA_FLAG_HA_ENABLED : 0) | (s.healthy ? HA_FLAG_HEALTHY : 0) |
-        (s.agent_stale ? HA_FLAG_AGENT_STALE : 0) | (s.synced ? HA_FLAG_SYNCED : 0));
+        (s.agent_stale ? HA_FLAG_AGENT_STALE : 0) | (s.synced ? HA_FLAG_SYNCED : 0) |
+        (s.agent_gone ? HA_FLAG_AGENT_GONE : 0));
     w.proto_version = s.proto_version;
     std::memcpy(w.model, s.model.data(), s.model.size());
     std::memcpy(w.version, s.version.data(), s.version.size());
@@ -77,6 +78,7 @@ NodeState from_wire(const ha_node_state& s) {
     n.healthy = (s.flags & HA_FLAG_HEALTHY) != 0;
     n.agent_stale = (s.flags & HA_FLAG_AGENT_STALE) != 0;
     n.synced = (s.flags & HA_FLAG_SYNCED) != 0;
+    n.agent_gone = (s.flags & HA_FLAG_AGENT_GONE) != 0;
     n.proto_version = s.proto_version;
     n.model = field_string(s.model, HA_MODEL_LEN);
     n.version = field_string(s.version, HA_VERSION_LEN);
@@ -95,8 +97,9 @@ MsgBytes build_request(const ha_node_state& self, const Key& key, std::uint64_t 
 }
 
 MsgBytes build_control(std::uint8_t control, const ha_node_state& self, const Key& key,
-                       std::uint64_t seq, std::uint64_t sent_ns) {
+                       std::uint64_t seq, std::uint64_t sent_ns, std::uint64_t target_term) {
     ha_hb_msg msg = header(HA_MSG_CONTROL, control, self, seq, sent_ns);
+    msg.target_term = target_term;
     msg.mac = compute_mac(key, msg);
     return to_bytes(msg);
 }
@@ -121,7 +124,8 @@ Result<Message> parse_message(std::span<const std::uint8_t> payload, const Key& 
     out.control = msg.control;
     out.seq = msg.seq;
     out.sent_ns = msg.sent_ns;
-    out.reply_ns = msg.reply_ns;
+    if (msg.msg_type == HA_MSG_REPLY) out.reply_ns = msg.reply_ns;
+    if (msg.msg_type == HA_MSG_CONTROL) out.target_term = msg.target_term;
     out.state = from_wire(msg.state);
     return out;
 }

@@ -35,6 +35,7 @@ struct NodeState {
     bool ha_enabled = false;
     bool healthy = false;
     bool agent_stale = false;  // only ever set by a responder
+    bool agent_gone = false;   // only ever set by the XDP responder: the agent's socket is closed
     bool synced = false;
     std::uint16_t proto_version = 0;
     std::string model;    // at most HA_MODEL_LEN bytes
@@ -47,7 +48,8 @@ struct Message {
     std::uint8_t control = 0;  // HA_CTRL_* (== ha::core::PeerMsg) for controls
     std::uint64_t seq = 0;
     std::uint64_t sent_ns = 0;
-    std::uint64_t reply_ns = 0;
+    std::uint64_t reply_ns = 0;     // replies
+    std::uint64_t target_term = 0;  // controls: the receiver's term as the sender saw it
     NodeState state;
 };
 
@@ -64,9 +66,9 @@ std::uint64_t compute_mac(const Key& key, const ha_hb_msg& msg);
 
 MsgBytes build_request(const ha_node_state& self, const Key& key, std::uint64_t seq,
                        std::uint64_t sent_ns);
-// control: HA_CTRL_* value.
+// control: HA_CTRL_* value. target_term: the receiver's term as the sender last saw it.
 MsgBytes build_control(std::uint8_t control, const ha_node_state& self, const Key& key,
-                       std::uint64_t seq, std::uint64_t sent_ns);
+                       std::uint64_t seq, std::uint64_t sent_ns, std::uint64_t target_term);
 
 // Checks length, magic, wire version, type and MAC; errors name what was wrong. Replay checks
 // are the caller's (it knows its window / outstanding requests).

@@ -55,6 +55,10 @@
  * then cleared too: the kernel never claims health the agent has not vouched for. */
 #define HA_FLAG_AGENT_STALE 0x04
 #define HA_FLAG_SYNCED 0x08
+/* Set by the XDP responder (with AGENT_STALE) when the agent's heartbeat socket no longer exists:
+ * the agent process exited (crash, kill -9). Its kernel closed the socket at once, so the peer
+ * learns it within one request instead of after a stale tick. */
+#define HA_FLAG_AGENT_GONE 0x10
 
 #define HA_MODEL_LEN 16
 #define HA_VERSION_LEN 16
@@ -81,9 +85,14 @@ struct ha_hb_msg {
     __u8 msg_type; /* HA_MSG_* */
     __u8 control;  /* HA_CTRL_* for controls, 0 otherwise */
     __u8 pad0;
-    __le64 seq;      /* request/control: sender's sequence; reply: the request's, echoed */
-    __le64 sent_ns;  /* request/control: sender's CLOCK_MONOTONIC; reply: the request's, echoed */
-    __le64 reply_ns; /* reply: responder's CLOCK_MONOTONIC when answering; 0 otherwise */
+    __le64 seq;     /* request/control: sender's sequence; reply: the request's, echoed */
+    __le64 sent_ns; /* request/control: sender's CLOCK_MONOTONIC; reply: the request's, echoed */
+    union {
+        __le64 reply_ns;        /* reply: responder's CLOCK_MONOTONIC when answering */
+        __le64 target_term;     /* control: the receiver's term as the sender last saw it; the
+                                   receiver drops a control aimed at a term it has left (a stale one,
+                                   e.g. delivered late from a neighbour queue after a link came back) */
+    };                          /* request: 0 */
     struct ha_node_state state; /* the sender's state */
     __le64 mac;                 /* SipHash-2-4 over every byte before this field */
 };
@@ -102,9 +111,13 @@ struct ha_cfg {
     __u8 peer_mac[6];   /* all zero = accept requests from any source MAC */
     __u8 key_set;       /* 0 = no key yet: every request is dropped (counted) */
     __u8 pad0;
-    __u32 pad1;
+    __be16 lifeline_port; /* network order; nonzero: the agent's lifeline, a UDP socket bound to
+                             127.0.0.1 on this port, must exist, else the agent is gone (replies
+                             say AGENT_GONE, the LAN program fences) */
+    __u16 pad1;
 };
 HA_WIRE_ASSERT(sizeof(struct ha_cfg) == 32, "ha_cfg size");
+HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_cfg, lifeline_port) == 28, "ha_cfg.lifeline_port");
 
 /* ha_state[0]: written by the agent every loop iteration (one bpf_map_update_elem). */
 struct ha_agent_state {
@@ -143,7 +156,7 @@ struct ha_peer_val {
 HA_WIRE_ASSERT(sizeof(struct ha_peer_val) == 112, "ha_peer_val size");
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_peer_val, seq_end) == 104, "ha_peer_val.seq_end");
 
-/* ha_stats: per-CPU array, one entry; field N is counter index N (user space sums CPUs). */
+/* ha_stats_v2: per-CPU array, one entry; field N is counter index N (user space sums CPUs). */
 #define HA_CNT_RX_REQUEST 0     /* valid request answered with XDP_TX */
 #define HA_CNT_TX_STALE 1       /* of those, answered with AGENT_STALE */
 #define HA_CNT_RX_CONTROL 2     /* valid control passed to the agent */
@@ -160,7 +173,8 @@ HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_peer_val, seq_end) == 104, "ha_peer_va
 #define HA_CNT_DROP_NO_KEY 13   /* no key configured yet */
 #define HA_CNT_FENCE_ARP 14     /* cluster-IP ARP dropped while fenced (LAN program) */
 #define HA_CNT_FENCE_IP4 15     /* IPv4 to the cluster IP dropped while fenced (LAN program) */
-#define HA_CNT_MAX 16
+#define HA_CNT_TX_GONE 16       /* of the requests answered, answered with AGENT_GONE */
+#define HA_CNT_MAX 17
 
 struct ha_counters {
     __u64 rx_request;
@@ -179,11 +193,14 @@ struct ha_counters {
     __u64 drop_no_key;
     __u64 fence_arp;
     __u64 fence_ip4;
+    __u64 tx_gone;
 };
 HA_WIRE_ASSERT(sizeof(struct ha_counters) == 8UL * HA_CNT_MAX, "ha_counters size");
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, drop_replay) == 8UL * HA_CNT_DROP_REPLAY,
                "ha_counters index");
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, fence_ip4) == 8UL * HA_CNT_FENCE_IP4,
+               "ha_counters index");
+HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, tx_gone) == 8UL * HA_CNT_TX_GONE,
                "ha_counters index");
 
 #endif /* HA_WIRE_H */

@@ -57,11 +57,13 @@ TEST(WireUtil, RefusesBadInputWithReason) {
 }
 
 TEST(WireUtil, ControlCarriesCommand) {
-    const MsgBytes c = build_control(HA_CTRL_TAKEOVER_NOW, *to_wire(sample()), kKey, 5, 6);
+    const MsgBytes c = build_control(HA_CTRL_TAKEOVER_NOW, *to_wire(sample()), kKey, 5, 6, 7);
     auto m = parse_message(c, kKey);
     ASSERT_TRUE(m);
     EXPECT_EQ(m->type, MsgType::Control);
     EXPECT_EQ(m->control, HA_CTRL_TAKEOVER_NOW);
+    EXPECT_EQ(m->target_term, 7u);
+    EXPECT_EQ(m->reply_ns, 0u) << "a control has no reply time";
 }
 
 TEST(WireUtil, ReplyEchoesAndMarksStale) {

@@ -2,10 +2,16 @@
 #include <gtest/gtest.h>
 #include <linux/bpf.h>
 
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "bpf_test_env.hpp"
 #include "common/clock.hpp"
+#include "common/unique_fd.hpp"
 #include "loader.hpp"
 #include "packet_builder.hpp"
 #include "wire_util.hpp"
@@ -50,6 +56,7 @@ class XdpProg : public ::testing::Test {
         o.peer_mac = peer;
         o.cluster_ip = *IpAddr::parse("198.18.0.100");
         o.is_lan = lan_;
+        o.lifeline_port = lifeline_port_;
         auto r = Responder::create(o);
         ASSERT_TRUE(r) << r.error().message();
         resp_.emplace(std::move(*r));
@@ -81,6 +88,7 @@ class XdpProg : public ::testing::Test {
     }
 
     bool lan_ = false;
+    std::uint16_t lifeline_port_ = 0;
     std::optional<Responder> resp_;
     ha_agent_state self_{};
 };
@@ -88,6 +96,31 @@ class XdpProg : public ::testing::Test {
 class XdpLanProg : public XdpProg {
   protected:
     XdpLanProg() { lan_ = true; }
+};
+
+// The agent's lifeline: a UDP socket bound to 127.0.0.1 on a free port of this netns.
+class XdpAgentSock : public XdpProg {
+  protected:
+    XdpAgentSock() {
+        sock_.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof sa;
+        if (sock_ && ::bind(sock_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+            ::getsockname(sock_.get(), reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+            lifeline_port_ = ntohs(sa.sin_port);
+    }
+    void SetUp() override {
+        ASSERT_NE(lifeline_port_, 0) << "no agent socket: " << std::strerror(errno);
+        XdpProg::SetUp();
+    }
+    UniqueFd sock_;
+};
+
+class XdpLanAgentSock : public XdpAgentSock {
+  protected:
+    XdpLanAgentSock() { lan_ = true; }
 };
 
 std::span<const std::uint8_t> payload_of(const Bytes& f) {
@@ -303,7 +336,7 @@ TEST_F(XdpLanProg, FenceMessageDropsClusterIpTraffic) {
     EXPECT_EQ(run(arp_vip).verdict, XDP_PASS) << "agent fresh, not fenced";
     EXPECT_EQ(run(ip_vip).verdict, XDP_PASS);
 
-    const MsgBytes fence = build_control(HA_CTRL_FENCE, node(2, 2, 8), kKey, make_seq(1, 1), 9);
+    const MsgBytes fence = build_control(HA_CTRL_FENCE, node(2, 2, 8), kKey, make_seq(1, 1), 9, 7);
     EXPECT_EQ(run(frame(fence)).verdict, XDP_PASS) << "the agent's socket must see it too";
     ASSERT_TRUE(resp_->fenced().value_or(false));
     EXPECT_EQ(run(arp_vip).verdict, XDP_DROP);
@@ -323,8 +356,16 @@ TEST_F(XdpLanProg, FenceMessageDropsClusterIpTraffic) {
     EXPECT_EQ(run(arp_vip).verdict, XDP_PASS);
 }
 
+TEST_F(XdpLanProg, FenceAimedAtAnOlderTermIgnored) {
+    // Our published term is 7: a Fence for term 6 was sent before we were promoted again.
+    const MsgBytes stale = build_control(HA_CTRL_FENCE, node(2, 3, 6), kKey, make_seq(1, 1), 9, 6);
+    EXPECT_EQ(run(frame(stale)).verdict, XDP_PASS) << "the agent still sees it (and ignores it)";
+    EXPECT_FALSE(resp_->fenced().value_or(true));
+    EXPECT_EQ(run(FrameBuilder::arp(kPeerMac, kPeerIp, kClusterIp)).verdict, XDP_PASS);
+}
+
 TEST_F(XdpLanProg, ForgedFenceIgnored) {
-    MsgBytes fence = build_control(HA_CTRL_FENCE, node(2, 2, 8), Key{9, 9}, make_seq(1, 1), 9);
+    MsgBytes fence = build_control(HA_CTRL_FENCE, node(2, 2, 8), Key{9, 9}, make_seq(1, 1), 9, 7);
     EXPECT_EQ(run(frame(fence)).verdict, XDP_DROP);
     EXPECT_FALSE(resp_->fenced().value_or(true));
     EXPECT_EQ(run(FrameBuilder::arp(kPeerMac, kPeerIp, kClusterIp)).verdict, XDP_PASS);
@@ -342,6 +383,39 @@ TEST_F(XdpLanProg, StaleTickDropsClusterIpArp) {
     self_.alive_until_ns = mono_ns() + 60'000'000'000ULL;
     ASSERT_TRUE(resp_->set_state(self_));
     EXPECT_EQ(run(FrameBuilder::arp(kPeerMac, kPeerIp, kClusterIp)).verdict, XDP_PASS);
+}
+
+TEST_F(XdpAgentSock, RepliesSayGoneOnceTheAgentSocketCloses) {
+    TestRunResult out = run(frame(request(make_seq(1, 1))));
+    ASSERT_EQ(out.verdict, XDP_TX);
+    auto rep = parse_message(payload_of(out.frame), kKey);
+    ASSERT_TRUE(rep) << rep.error().message();
+    EXPECT_FALSE(rep->state.agent_gone) << "the agent's socket is open";
+    EXPECT_FALSE(rep->state.agent_stale);
+
+    sock_.reset();  // what the kernel does when the agent is killed
+    out = run(frame(request(make_seq(1, 2))));
+    ASSERT_EQ(out.verdict, XDP_TX) << "a box whose agent died still answers: it is not gone";
+    rep = parse_message(payload_of(out.frame), kKey);
+    ASSERT_TRUE(rep) << rep.error().message();
+    EXPECT_TRUE(rep->state.agent_gone);
+    EXPECT_TRUE(rep->state.agent_stale) << "gone implies stale for peers that only know stale";
+    EXPECT_FALSE(rep->state.healthy);
+    EXPECT_TRUE(test::udp_checksum_ok(out.frame));
+    const ha_counters c = counters();
+    EXPECT_EQ(c.tx_gone, 1u);
+    EXPECT_EQ(c.tx_stale, 1u);
+}
+
+TEST_F(XdpLanAgentSock, ClusterIpFencedOnceTheAgentSocketCloses) {
+    const Bytes arp_vip = FrameBuilder::arp(kPeerMac, kPeerIp, kClusterIp);
+    const Bytes arp_other = FrameBuilder::arp(kPeerMac, kPeerIp, kOurIp);
+    EXPECT_EQ(run(arp_vip).verdict, XDP_PASS) << "agent alive and fresh";
+    sock_.reset();
+    EXPECT_EQ(run(arp_vip).verdict, XDP_DROP) << "a dead agent's box must not answer for the VIP";
+    EXPECT_EQ(run(arp_other).verdict, XDP_PASS);
+    EXPECT_EQ(counters().fence_arp, 1u);
+    EXPECT_FALSE(resp_->fenced().value_or(true)) << "no fence flag: the socket check alone";
 }
 
 }  // namespace
