@@ -3,16 +3,32 @@
 namespace ha::core {
 
 namespace {
-// Bound memory when the peer is gone for long: the oldest evidence is all that matters.
+// Bound memory when the peer is gone for long: only the recent requests carry the verdict.
 constexpr std::size_t kMaxOutstanding = 4096;
 }  // namespace
 
 void Liveness::sent(std::uint64_t seq, TimePoint at) {
-    if (out_.size() >= kMaxOutstanding) {
-        // Keep the oldest (it carries the verdict) and the newest.
-        out_.erase(out_.begin() + 1);
-    }
+    const std::optional<TimePoint> prev =
+        out_.empty() ? std::nullopt : std::optional<TimePoint>(out_.back().at);
     out_.push_back(Sent{seq, at});
+    if (out_.size() > kMaxOutstanding) {
+        // The oldest request leaves. If it belonged to the current run, the run is everything
+        // from the front on, so it now starts at the new front.
+        const TimePoint gone = out_.front().at;
+        out_.pop_front();
+        if (watch_ && gone >= watch_->since) {
+            if (--watch_->unanswered == 0)
+                watch_.reset();
+            else
+                watch_->since = out_.front().at;
+        }
+    }
+    const bool counts = !last_life_ || at >= *last_life_;
+    if (!counts) return;
+    if (watch_ && prev && at - *prev <= max_gap_)
+        ++watch_->unanswered;
+    else
+        watch_ = Watch{at, 1};
 }
 
 std::optional<Duration> Liveness::replied(std::uint64_t seq, TimePoint at) {
@@ -29,28 +45,36 @@ void Liveness::heard(TimePoint at) {
     if (!last_life_ || at > *last_life_) last_life_ = at;
     // Requests sent before this sign of life are no evidence of loss any more.
     while (!out_.empty() && out_.front().at <= at - timeout_) out_.pop_front();
+    rebuild_watch();
+}
+
+void Liveness::rebuild_watch() {
+    watch_.reset();
+    std::optional<TimePoint> prev;
+    for (const auto& s : out_) {
+        if (last_life_ && s.at < *last_life_) continue;
+        if (!watch_ || (prev && s.at - *prev > max_gap_)) watch_ = Watch{s.at, 0};
+        ++watch_->unanswered;
+        prev = s.at;
+    }
 }
 
 bool Liveness::lost(TimePoint now) const {
-    std::size_t unanswered = 0;
-    std::optional<TimePoint> oldest;
-    for (const auto& s : out_) {
-        if (last_life_ && s.at < *last_life_) continue;
-        if (!oldest) oldest = s.at;
-        ++unanswered;
-    }
-    return oldest && unanswered >= min_unanswered_ && now - *oldest >= timeout_;
+    const auto& w = watch_;
+    if (!w || w->unanswered < min_unanswered_ || now - w->since < timeout_) return false;
+    // Still watching now: the last send is recent (the prober did not stall since).
+    return now - out_.back().at <= max_gap_;
 }
 
-std::optional<TimePoint> Liveness::next_check() const {
+std::optional<TimePoint> Liveness::next_check(TimePoint now) const {
     // Already lost: nothing can change the verdict but a reply, which wakes the loop anyway. (A
-    // deadline left in the past here would spin the loop at 100 % while the peer is gone.)
+    // deadline left in the past would spin the loop at 100 % while the peer is gone.)
     if (!alive_) return std::nullopt;
-    for (const auto& s : out_) {
-        if (last_life_ && s.at < *last_life_) continue;
-        return s.at + timeout_;
-    }
-    return std::nullopt;
+    const auto& w = watch_;
+    if (!w || w->unanswered < min_unanswered_) return std::nullopt;  // the next send decides
+    const TimePoint at = w->since + timeout_;
+    if (at > now) return at;
+    return std::nullopt;  // past: lost already, or waiting for our next send (a pause ended)
 }
 
 std::optional<bool> Liveness::update(TimePoint now) {

@@ -15,10 +15,15 @@ namespace ha::core {
 
 class Liveness {
   public:
-    // `timeout`: how long a sent request may stay unanswered. `min_unanswered`: how many
-    // consecutive unanswered requests are needed too (one lost datagram is not a dead peer).
-    explicit Liveness(Duration timeout, unsigned min_unanswered = 2)
-        : timeout_(timeout), min_unanswered_(min_unanswered) {}
+    // `timeout`: how long sent requests must stay unanswered. `max_gap`: the longest pause in our
+    // own sending that still counts as watching continuously (give it room over the send
+    // interval). `min_unanswered`: how many unanswered requests are needed too (one lost
+    // datagram is not a dead peer).
+    explicit Liveness(Duration timeout, Duration max_gap = Duration::max(),
+                      unsigned min_unanswered = 2)
+        : timeout_(timeout),
+          max_gap_(max_gap == Duration::max() ? timeout / 2 : max_gap),
+          min_unanswered_(min_unanswered) {}
 
     void sent(std::uint64_t seq, TimePoint at);
     // A valid reply for `seq`. Returns the round-trip time when `seq` is one we sent and still
@@ -27,17 +32,22 @@ class Liveness {
     // Evidence of life that is not a reply to one of our requests (the peer's own request).
     void heard(TimePoint at);
 
-    // Lost: at least min_unanswered requests were sent after the last sign of life, and the
-    // oldest of them has been unanswered for the full timeout. Call after draining received
-    // replies, so a reply that is already queued counts.
+    // Lost: requests sent after the last sign of life have stayed unanswered for the full
+    // timeout, at least min_unanswered of them, and we kept sending all that time (no pause in
+    // our own sending longer than max_gap, up to now). A pause means the prober did not run:
+    // after a stall of the whole machine the replies to what we sent before it may not have
+    // been read yet, so that is no evidence; the watch starts again after the pause. Call after
+    // draining received replies, so a reply that is already queued counts.
     [[nodiscard]] bool lost(TimePoint now) const;
     [[nodiscard]] bool alive() const { return alive_; }
-    // When lost() could next turn true (for the loop's timer), or nothing if no request is out.
-    [[nodiscard]] std::optional<TimePoint> next_check() const;
+    // When lost() could next turn true by time passing alone (for the loop's timer); nothing if
+    // only a reply or our next send can change the verdict. Never a time before `now`.
+    [[nodiscard]] std::optional<TimePoint> next_check(TimePoint now) const;
     // Update the verdict; returns the new state when it changed.
     std::optional<bool> update(TimePoint now);
     void reset() {
         out_.clear();
+        watch_.reset();
         alive_ = false;
         last_life_.reset();
     }
@@ -49,9 +59,22 @@ class Liveness {
         std::uint64_t seq = 0;
         TimePoint at{};
     };
+    // The first unanswered request of the current unbroken run of sends (after the last sign of
+    // life and after the last pause), and how many were sent from it on.
+    struct Watch {
+        TimePoint since{};
+        std::size_t unanswered = 0;
+    };
+    // Recomputed from out_ when a sign of life or a trim changes it, extended in O(1) per send:
+    // the loop asks for the verdict on every iteration, and with the peer gone out_ holds
+    // thousands of requests.
+    void rebuild_watch();
+
     Duration timeout_;
+    Duration max_gap_;
     unsigned min_unanswered_;
     std::deque<Sent> out_;  // unanswered requests, oldest first
+    std::optional<Watch> watch_;
     std::optional<TimePoint> last_life_;
     bool alive_ = false;
 };

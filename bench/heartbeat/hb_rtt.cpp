@@ -399,6 +399,7 @@ json loss_mode(const Options& o, Prober& p) {
     const std::uint64_t timeout_ns = o.timeout_us * 1000;
     const auto timeout =
         std::chrono::duration_cast<ha::Duration>(std::chrono::nanoseconds(timeout_ns));
+    // As the agent: a pause in our own sending longer than half the timeout restarts the watch.
     ha::core::Liveness live(timeout);
     std::vector<std::uint64_t> sent_at;  // index = counter - 1
     sent_at.reserve(o.loss_seconds * 1'000'000'000ULL / interval_ns + 16);
@@ -463,8 +464,7 @@ json loss_mode(const Options& o, Prober& p) {
                 ev_events.push_back({{"at_s", us(now - start) / 1e6}, {"wake_gap_us", us(gap)}});
         }
         std::uint64_t deadline = next;
-        // Once lost, next_check() lies in the past: it must not turn the wait into a busy loop.
-        if (auto c = live.next_check(); c && ha::to_mono_ns(*c) > mono_ns())
+        if (auto c = live.next_check(ha::from_mono_ns(mono_ns())))
             deadline = std::min(deadline, ha::to_mono_ns(*c));
         p.wait(std::min(deadline, end));
     }
