@@ -106,7 +106,7 @@ std::string describe(const Action& a) {
         [](const auto& x) -> std::string {
             using T = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<T, AcProbeClusterIp>)
-                return "ProbeClusterIp";
+                return x.careful ? "ProbeClusterIp careful" : "ProbeClusterIp";
             else if constexpr (std::is_same_v<T, AcAcquireClusterIp>)
                 return "AcquireClusterIp";
             else if constexpr (std::is_same_v<T, AcReleaseClusterIp>)
@@ -162,6 +162,13 @@ MachineConfig MachineConfig::from(const Config& c, std::string model, std::uint1
 }
 
 namespace {
+// A box that hears nobody at boot listens at least this long before deciding alone: a peer's
+// first reply may wait for ARP resolution of the heartbeat link, and a sub-millisecond timeout
+// would otherwise let a booting box promote beside an active peer it simply had not heard yet.
+constexpr Duration kBootListenFloor = std::chrono::seconds(1);
+Duration boot_listen(Duration timeout) {
+    return std::max(timeout, kBootListenFloor);
+}
 constexpr unsigned kFaultBit(FaultKind k) {
     return 1u << static_cast<unsigned>(k);
 }
@@ -183,7 +190,7 @@ Actions Machine::start(TimePoint now) {
     // Boot negotiation: listen for one timeout before deciding alone. A peer already active
     // keeps its role (no preemption); both booting: the primary becomes active.
     enter(State::Booting, "agent started", now, out);
-    deadline_ = now + cfg_.timeout;
+    deadline_ = now + boot_listen(cfg_.timeout);
     return out;
 }
 
@@ -283,7 +290,7 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
         if (peer_visible()) alert(AlertKind::Heartbeat, false, "has recovered from failure", out);
     }
     if (resend_at_ && now >= *resend_at_ && state_ == State::HandingOff) {
-        out.push_back(AcSendPeer{PeerMsg::TakeoverNow, term_});
+        send_peer(PeerMsg::TakeoverNow, out);
         resend_at_ = now + cfg_.interval;
     }
     if (!deadline_ || now < *deadline_) return;
@@ -292,7 +299,7 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
         case State::Booting:
             // Nobody answered within one timeout: alone. Promote only after the ARP probe.
             if (!peer_visible())
-                begin_probe("no peer answered at boot", now, out);
+                begin_probe("no peer answered at boot", now, out, /*careful=*/true);
             else
                 consider_promotion(now, out);
             break;
@@ -300,9 +307,7 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
             // The probe adapter always answers; a missing answer is treated as a conflict.
             alert(AlertKind::ClusterIpConflict, true,
                   "ARP probe for the cluster IP did not complete", out);
-            enter(peer_visible() ? State::Standby : State::Booting, "ARP probe timed out", now,
-                  out);
-            deadline_ = now + cfg_.timeout;
+            probe_failed("ARP probe timed out", now, out);
             break;
         case State::SwitchingOut:
             // Sync did not drain in time: abort the switch, serve again. Nothing was released.
@@ -377,7 +382,10 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
     if (p.agent_stale) {
         if (!peer_stale_since_) {
             peer_stale_since_ = now;
-            alert(AlertKind::PeerHung, true, "peer agent not responding (kernel alive)", out);
+            alert(AlertKind::PeerHung, true,
+                  p.agent_gone ? "peer agent exited (kernel alive)"
+                               : "peer agent not responding (kernel alive)",
+                  out);
         }
     } else if (peer_stale_since_) {
         peer_stale_since_.reset();
@@ -411,6 +419,9 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
             }
             break;
         case State::Active:
+            retry_fault_handoff(now, out);
+            if (state_ != State::Active) break;
+            [[fallthrough]];
         case State::SwitchingOut:
             if (p.state == State::Active && !p.agent_stale) {
                 // Two actives met (a healed partition). Higher term wins; tie: the primary.
@@ -491,21 +502,27 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
     if (peer_visible() && peer_) {
         const PeerStatus& p = *peer_;
         if (!peer_compatible(p)) return;
-        // The peer's kernel marks replies stale once its agent missed a whole timeout, and its
-        // LAN program fences the cluster IP from that same instant. A whole-VM pause (tens of ms
-        // here) makes the first replies after it stale too, before the peer's loop catches up:
-        // so the verdict needs stale replies spanning another timeout, and is taken only when a
-        // stale reply arrives (evidence), never because our own timer fired late.
-        // The floor: a SCHED_FIFO agent loop was seen to miss 7 ms under stress-ng on this VM;
-        // a hung verdict on that would hand a healthy active's service away.
-        constexpr Duration kStaleConfirmFloor = std::chrono::milliseconds(20);
+        // The peer's kernel says its agent exited (the agent's socket is closed): no doubt to
+        // wait out. Its LAN program already fences the cluster IP; the Fence makes it explicit.
+        if (p.agent_gone && on_evidence) {
+            send_peer(PeerMsg::Fence, out);
+            begin_probe("peer agent exited (its kernel says so)", now, out);
+            return;
+        }
+        // The peer's kernel marks replies stale once its agent missed its tick for
+        // agent_stale_after(timeout), and its LAN program fences the cluster IP from that same
+        // instant. A whole-VM pause makes the first replies after it stale too, before the
+        // peer's loop catches up: so the verdict needs stale replies spanning a while more, and
+        // is taken only when a stale reply arrives (evidence), never because our own timer fired
+        // late. The floor: a SCHED_FIFO agent loop was seen to miss 7 ms under stress-ng on this
+        // VM; a hung verdict on that would hand a healthy active's service away.
         const Duration stale_confirm =
-            std::max({2 * cfg_.interval, Duration(cfg_.timeout), kStaleConfirmFloor});
+            std::max<Duration>(2 * cfg_.interval, std::chrono::milliseconds(kAgentStallFloor));
         if (p.agent_stale && on_evidence && peer_stale_since_ &&
             now - *peer_stale_since_ >= stale_confirm) {
             // Fence it explicitly too (in case its LAN tick still looks fresh) and promote behind
             // the ARP probe.
-            out.push_back(AcSendPeer{PeerMsg::Fence, term_});
+            send_peer(PeerMsg::Fence, out);
             begin_probe("peer agent hung (stale heartbeat replies)", now, out);
             return;
         }
@@ -530,12 +547,12 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
     if (state_ == State::Standby) begin_probe("heartbeat lost on all paths", now, out);
 }
 
-void Machine::begin_probe(std::string reason, TimePoint now, Actions& out) {
+void Machine::begin_probe(std::string reason, TimePoint now, Actions& out, bool careful) {
     pending_reason_ = std::move(reason);
     if (!detect_at_) detect_at_ = now;
     probe_from_ = state_;
     enter(State::Probing, pending_reason_, now, out);
-    out.push_back(AcProbeClusterIp{});
+    out.push_back(AcProbeClusterIp{careful});
     // The probe takes milliseconds; this bounds a lost answer.
     deadline_ = now + std::max<Duration>(cfg_.timeout, std::chrono::seconds(1));
 }
@@ -545,14 +562,25 @@ void Machine::on(const EvArpProbeDone& e, TimePoint now, Actions& out) {
     if (e.conflict) {
         alert(AlertKind::ClusterIpConflict, true,
               fmt::format("cluster IP answered by {}: not promoting", e.by.to_string()), out);
-        enter(peer_visible() ? State::Standby : State::Booting,
-              "ARP probe conflict with " + e.by.to_string(), now, out);
-        deadline_ = now + cfg_.timeout;  // try again later
-        detect_at_.reset();
+        probe_failed("ARP probe conflict with " + e.by.to_string(), now, out);
         return;
     }
     alert(AlertKind::ClusterIpConflict, false, "cluster IP free", out);
     promote(now, out);
+}
+
+void Machine::probe_failed(std::string reason, TimePoint now, Actions& out) {
+    detect_at_.reset();
+    if (probe_from_ == State::Booting && !peer_visible()) {
+        // Still undecided: listen again before deciding alone.
+        enter(State::Booting, std::move(reason), now, out);
+        deadline_ = now + boot_listen(cfg_.timeout);
+        return;
+    }
+    // Someone holds the cluster IP, most likely the peer we lost sight of: stay standby and try
+    // again, at most ten times a second (each try is a few ARP frames on the LAN).
+    enter(State::Standby, std::move(reason), now, out);
+    deadline_ = now + std::max<Duration>(cfg_.timeout, std::chrono::milliseconds(100));
 }
 
 void Machine::promote(TimePoint now, Actions& out) {
@@ -590,7 +618,7 @@ void Machine::hand_off(std::string reason, TimePoint now, Actions& out) {
     out.push_back(AcReleaseClusterIp{});
     out.push_back(AcStopService{});
     serving_ = false;
-    out.push_back(AcSendPeer{PeerMsg::TakeoverNow, term_});
+    send_peer(PeerMsg::TakeoverNow, out);
     pending_reason_ = std::move(reason);
     enter(State::HandingOff, pending_reason_, now, out);
     resend_at_ = now + cfg_.interval;
@@ -607,25 +635,37 @@ void Machine::on(const EvClusterIpRemoved&, TimePoint, Actions& out) {
 
 // --- faults and service ---------------------------------------------------------------------
 
+void Machine::retry_fault_handoff(TimePoint now, Actions& out) {
+    // The guide's self-failure detection: the active hands over once a fault is raised. If no
+    // ready standby was there at that instant (it was booting, syncing or away), hand over as
+    // soon as one is, for as long as the fault lasts.
+    if (state_ != State::Active || !peer_ || ha_status() != HaStatus::Dual) return;
+    if (peer_->state != State::Standby || !peer_->healthy || peer_->agent_stale) return;
+    for (FaultKind kind : {FaultKind::Hardware, FaultKind::Software}) {
+        const bool on =
+            kind == FaultKind::Software ? cfg_.software_fault_switch : cfg_.hardware_fault_switch;
+        if (!on || (faults_ & kFaultBit(kind)) == 0) continue;
+        detect_at_ = now;
+        hand_off(fmt::format("{} fault: {}", to_string(kind),
+                             fault_detail_[kind == FaultKind::Software ? 0 : 1]),
+                 now, out);
+        return;
+    }
+}
+
 void Machine::handle_fault_policy(FaultKind kind, const std::string& detail, TimePoint now,
                                   Actions& out) {
-    const bool switch_on =
-        kind == FaultKind::Software ? cfg_.software_fault_switch : cfg_.hardware_fault_switch;
     const AlertKind ak =
         kind == FaultKind::Software ? AlertKind::SoftwareFault : AlertKind::HardwareFault;
     alert(ak, true, fmt::format("{} fault: {}", to_string(kind), detail), out);
+    fault_detail_[kind == FaultKind::Software ? 0 : 1] = detail;
     if (state_ != State::Active) return;
     // Active FCM self-failure detection: with the switch on, tell the standby to take over at
     // once (no timeout wait), then recover locally and rejoin as standby.
-    const bool standby_ready = ha_status() == HaStatus::Dual && peer_ &&
-                               peer_->state == State::Standby && peer_->healthy &&
-                               !peer_->agent_stale;
-    if (switch_on && standby_ready) {
-        detect_at_ = now;
-        hand_off(fmt::format("{} fault: {}", to_string(kind), detail), now, out);
-        return;
-    }
-    // Switch off (alert only), or no standby to hand to: keep serving, restart a dead PBX.
+    retry_fault_handoff(now, out);
+    if (state_ != State::Active) return;
+    // Switch off (alert only), or no ready standby yet (retry_fault_handoff runs again when one
+    // shows up): keep serving, restart a dead PBX.
     if (kind == FaultKind::Software) {
         out.push_back(AcStopService{});
         out.push_back(AcStartService{});
@@ -675,7 +715,19 @@ void Machine::on(const EvService& e, TimePoint now, Actions& out) {
     }
 }
 
+void Machine::send_peer(PeerMsg msg, Actions& out) const {
+    out.push_back(AcSendPeer{msg, term_, peer_term()});
+}
+
 void Machine::on(const EvPeerMessage& e, TimePoint now, Actions& out) {
+    // A message aimed at a term we have since left is stale: sent before our last promotion and
+    // delivered late (a neighbour queue flushed when a link came back, say). Acting on it could
+    // start a takeover beside a healthy active, or fence one.
+    if (e.target_term < term_) {
+        log::info("core", "ignoring stale {} from the peer: aimed at term {}, ours is {}",
+                  to_string(e.msg), e.target_term, term_);
+        return;
+    }
     switch (e.msg) {
         case PeerMsg::TakeoverNow:
             // The active released the cluster IP and asks us to serve. Still behind the probe.
@@ -754,7 +806,7 @@ void Machine::on(const EvCommand& e, TimePoint now, Actions& out) {
                 out.push_back(AcCommandResult{false, "configuration is restricted on the standby"});
                 return;
             }
-            out.push_back(AcSendPeer{PeerMsg::DisableHa, term_});
+            send_peer(PeerMsg::DisableHa, out);
             out.push_back(AcLog{LogKind::Failover, "HA disabled"});
             enter(State::Off, "HA disabled by the operator", now, out);
             out.push_back(AcCommandResult{

@@ -9,6 +9,7 @@
 // does not promote.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -22,6 +23,16 @@
 #include "common/net_types.hpp"
 
 namespace ha::core {
+
+// How long an agent may miss its tick before its kernel calls it stale (replies marked, LAN
+// fence up): the heartbeat timeout, but never less than this floor. A box's loop can miss a few
+// milliseconds under load even at SCHED_FIFO (7 ms seen on the shared lab VM); a tick judged at a
+// sub-millisecond timeout would fence a healthy active's cluster IP whenever that happens. A dead
+// agent is no slower to detect for it: its kernel reports the closed socket at once.
+inline constexpr std::chrono::milliseconds kAgentStallFloor{20};
+constexpr std::chrono::nanoseconds agent_stale_after(std::chrono::nanoseconds timeout) {
+    return std::max<std::chrono::nanoseconds>(timeout, kAgentStallFloor);
+}
 
 // Runtime role as the guide shows it ("Role of Current UCM"), plus the transitional states.
 enum class State : std::uint8_t {
@@ -76,6 +87,7 @@ struct PeerStatus {
     bool ha_enabled = true;
     bool healthy = true;       // no local fault raised on that box
     bool agent_stale = false;  // set by the peer's kernel: its agent stopped refreshing its tick
+    bool agent_gone = false;   // set by the peer's kernel: its agent process is gone
     bool synced = false;       // a standby whose initial sync completed
     std::string model;
     std::uint16_t proto = 0;
@@ -113,7 +125,8 @@ struct EvService {
 };
 struct EvPeerMessage {
     PeerMsg msg = PeerMsg::TakeoverNow;
-    std::uint64_t term = 0;
+    std::uint64_t term = 0;         // the sender's
+    std::uint64_t target_term = 0;  // ours, as the sender last saw it
 };
 struct EvSync {
     std::uint64_t lag_bytes = 0;
@@ -132,7 +145,12 @@ using Event =
 
 // --- actions ----------------------------------------------------------------------------------
 
-struct AcProbeClusterIp {};    // RFC 5227 ARP probe (NS for IPv6); answer with EvArpProbeDone
+struct AcProbeClusterIp {  // RFC 5227 ARP probe (NS for IPv6); answer with EvArpProbeDone
+    // A box deciding alone (at boot, nobody heard) probes slowly, RFC 5227 style: nobody is
+    // waiting for it, and a peer that is just starting must get the time to answer. A takeover
+    // from a peer proven gone probes fast: the outage runs meanwhile.
+    bool careful = false;
+};
 struct AcAcquireClusterIp {};  // add the address, then gratuitous ARP / unsolicited NA bursts
 struct AcReleaseClusterIp {};  // remove the address: always before anything else on demotion
 struct AcStartService {};
@@ -143,6 +161,7 @@ struct AcPersistTerm {  // write durably before the promotion's next action runs
 struct AcSendPeer {
     PeerMsg msg;
     std::uint64_t term;
+    std::uint64_t target_term = 0;  // the peer's term as we last saw it (stale-message guard)
 };
 struct AcAlert {  // a system event: "HA failure warning", Generate Alert / Restore to normal
     AlertKind kind;
@@ -255,8 +274,9 @@ class Machine {
     [[nodiscard]] bool peer_compatible(const PeerStatus& p) const;
     [[nodiscard]] bool healthy() const { return faults_ == 0; }
     void enter(State s, std::string reason, TimePoint now, Actions& out);
-    void begin_probe(std::string reason, TimePoint now, Actions& out);
+    void begin_probe(std::string reason, TimePoint now, Actions& out, bool careful = false);
     void promote(TimePoint now, Actions& out);
+    void probe_failed(std::string reason, TimePoint now, Actions& out);
     void demote(std::string reason, TimePoint now, Actions& out);
     void hand_off(std::string reason, TimePoint now, Actions& out);
     // on_evidence: called for a heartbeat just received (a stale peer may be judged hung).
@@ -264,6 +284,11 @@ class Machine {
     void alert(AlertKind kind, bool raised, std::string content, Actions& out);
     void handle_fault_policy(FaultKind kind, const std::string& detail, TimePoint now,
                              Actions& out);
+    // Active with a fault whose switch is on: hand over as soon as the standby is ready.
+    void retry_fault_handoff(TimePoint now, Actions& out);
+    void send_peer(PeerMsg msg, Actions& out) const;
+    [[nodiscard]] std::uint64_t peer_term() const { return peer_ ? peer_->term : 0; }
+    std::string fault_detail_[2];  // the detail of the raised Software/Hardware fault
 
     MachineConfig cfg_;
     State state_ = State::Booting;

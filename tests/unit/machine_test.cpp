@@ -101,7 +101,8 @@ TEST(Machine, AloneAtBootPromotesOnlyAfterArpProbeFindsNobody) {
     auto a = f.advance(6s);
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
     a = f.advance(1s);
-    EXPECT_TRUE(has<AcProbeClusterIp>(a));
+    ASSERT_TRUE(has<AcProbeClusterIp>(a));
+    EXPECT_TRUE(find<AcProbeClusterIp>(a)->careful) << "alone at boot: an RFC 5227 paced probe";
     EXPECT_FALSE(has<AcAcquireClusterIp>(a));
     a = f.ev(EvArpProbeDone{false, {}});
     EXPECT_EQ(f.m.state(), State::Active);
@@ -124,6 +125,16 @@ TEST(Machine, ArpProbeConflictBlocksPromotionAndAlerts) {
     // Retries after a timeout, still behind the probe.
     a = f.advance(7s);
     EXPECT_TRUE(has<AcProbeClusterIp>(a));
+}
+
+TEST(Machine, BootListensAtLeastASecondWhateverTheTimeout) {
+    // A 1 ms timeout must not let a booting box decide before a peer's first reply could arrive.
+    MachineConfig c = cfg(StationType::Primary);
+    c.timeout = 1ms;
+    c.interval = 100us;
+    Fixture f(c);
+    EXPECT_FALSE(has<AcProbeClusterIp>(f.advance(500ms)));
+    EXPECT_TRUE(has<AcProbeClusterIp>(f.advance(500ms)));
 }
 
 TEST(Machine, BootingBesideAnActivePeerBecomesStandbyWithoutPreemption) {
@@ -374,7 +385,9 @@ TEST(Machine, StandbyTakesOverOnHandoffBehindTheProbe) {
     EXPECT_EQ(find<AcPersistTerm>(a)->term, 2u);
 }
 
-TEST(Machine, HungPeerAgentIsTakenOverAfterATimeoutOfStaleReplies) {
+TEST(Machine, HungPeerAgentIsTakenOverAfterStaleRepliesSpanTwoIntervals) {
+    // The peer's kernel marks replies stale once its agent missed its tick for a timeout; the
+    // verdict then needs stale replies spanning two intervals (never less than the stall floor).
     Fixture f(cfg(StationType::Secondary));
     f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
     PeerStatus hung = peer(StationType::Primary, State::Active, 1);
@@ -382,24 +395,108 @@ TEST(Machine, HungPeerAgentIsTakenOverAfterATimeoutOfStaleReplies) {
     auto a = f.ev(EvPeerSeen{Path::Direct, hung});
     EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::PeerHung);
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
-    f.now += 3s;
-    a = f.ev(EvPeerSeen{Path::Direct, hung});  // 3 s of stale replies: not yet a timeout
+    f.now += 1s;
+    a = f.ev(EvPeerSeen{Path::Direct, hung});  // 1 s of stale replies: under two intervals
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
     a = f.advance(5s);  // our timer alone is no evidence (it may have fired late)
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
-    a = f.ev(EvPeerSeen{Path::Direct, hung});  // stale replies spanning more than the timeout
+    a = f.ev(EvPeerSeen{Path::Direct, hung});  // stale replies spanning more than 1.4 s
     ASSERT_TRUE(has<AcSendPeer>(a));
     EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::Fence);
     EXPECT_TRUE(has<AcProbeClusterIp>(a));
 }
 
+TEST(Machine, StaleConfirmationNeverShorterThanTheStallFloor) {
+    MachineConfig c = cfg(StationType::Secondary);
+    c.timeout = 1ms;
+    c.interval = 100us;
+    Fixture f(c);
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    PeerStatus hung = peer(StationType::Primary, State::Active, 1);
+    hung.agent_stale = true;
+    f.ev(EvPeerSeen{Path::Direct, hung});
+    f.now += 10ms;  // a loaded box's loop may miss this much: not a hung agent yet
+    EXPECT_FALSE(has<AcProbeClusterIp>(f.ev(EvPeerSeen{Path::Direct, hung})));
+    f.now += kAgentStallFloor;
+    EXPECT_TRUE(has<AcProbeClusterIp>(f.ev(EvPeerSeen{Path::Direct, hung})));
+}
+
+TEST(Machine, PeerAgentExitedIsTakenOverAtOnceBehindTheProbe) {
+    // kill -9 of the active's agent: its kernel closes the agent's socket and says so in the
+    // next reply; nothing to wait for (its LAN program already fences the cluster IP).
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
+    PeerStatus gone = peer(StationType::Primary, State::Active, 1);
+    gone.agent_stale = true;
+    gone.agent_gone = true;
+    auto a = f.ev(EvPeerSeen{Path::Direct, gone});
+    ASSERT_TRUE(has<AcSendPeer>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::Fence);
+    ASSERT_TRUE(has<AcProbeClusterIp>(a));
+    EXPECT_FALSE(find<AcProbeClusterIp>(a)->careful);
+    EXPECT_EQ(find<AcAlert>(a)->content, "peer agent exited (kernel alive)");
+    EXPECT_FALSE(has<AcAcquireClusterIp>(a));
+    a = f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+    EXPECT_EQ(find<AcPersistTerm>(a)->term, 2u);
+}
+
+TEST(Machine, FaultWithNoReadyStandbyHandsOverOnceOneIsReady) {
+    // Guide "Active FCM: Self-Failure Detection": the handover waits for a standby, not for
+    // the fault to happen again.
+    MachineConfig c = cfg(StationType::Primary);
+    c.hardware_fault_switch = true;
+    Fixture f(c);
+    f.make_active();
+    PeerStatus syncing = peer(StationType::Secondary, State::Booting, 1);
+    f.ev(EvPeerSeen{Path::Direct, syncing});
+    auto a = f.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    EXPECT_EQ(f.m.state(), State::Active) << "nobody to hand over to yet";
+    EXPECT_EQ(find<AcAlert>(a)->kind, AlertKind::HardwareFault);
+    a = f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    EXPECT_EQ(f.m.state(), State::HandingOff);
+    EXPECT_EQ(index_of<AcReleaseClusterIp>(a), 0);
+    ASSERT_TRUE(has<AcSendPeer>(a));
+    EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::TakeoverNow);
+}
+
+TEST(Machine, ClearedFaultIsNotHandedOverLater) {
+    MachineConfig c = cfg(StationType::Primary);
+    c.hardware_fault_switch = true;
+    Fixture f(c);
+    f.make_active();
+    f.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    f.ev(EvFault{FaultKind::Hardware, false, "lan0 carrier up"});
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Secondary, State::Standby, 1)});
+    EXPECT_EQ(f.m.state(), State::Active);
+}
+
 TEST(Machine, FencedActiveStepsDownAtOnce) {
     Fixture f(cfg(StationType::Primary));
     f.make_active();
-    auto a = f.ev(EvPeerMessage{PeerMsg::Fence, 1});
+    auto a = f.ev(EvPeerMessage{PeerMsg::Fence, 1, 1});
     EXPECT_EQ(f.m.state(), State::Standby);
     EXPECT_EQ(index_of<AcFenceSelf>(a), 0);
     EXPECT_EQ(index_of<AcReleaseClusterIp>(a), 1);
+}
+
+TEST(Machine, MessagesAimedAtATermWeLeftAreIgnored) {
+    // A TakeoverNow or Fence sent before our last promotion, delivered late (a neighbour queue
+    // flushed when a LAN link came back), must not start a takeover or fence a healthy active.
+    Fixture f(cfg(StationType::Secondary), 4);
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 5)});
+    auto a = f.ev(EvPeerMessage{PeerMsg::TakeoverNow, 3, 2});
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    EXPECT_EQ(f.m.state(), State::Standby);
+    a = f.ev(EvPeerMessage{PeerMsg::TakeoverNow, 5, 4});
+    EXPECT_TRUE(has<AcProbeClusterIp>(a)) << "current: aimed at our term";
+
+    Fixture act(cfg(StationType::Primary), 6);
+    act.make_active();  // term 7
+    a = act.ev(EvPeerMessage{PeerMsg::Fence, 5, 6});
+    EXPECT_EQ(act.m.state(), State::Active) << "a fence for the term we had before";
+    a = act.ev(EvPeerMessage{PeerMsg::Fence, 5, 7});
+    EXPECT_EQ(act.m.state(), State::Standby);
 }
 
 TEST(Machine, StandbyRestrictsConfiguration) {
@@ -423,7 +520,7 @@ TEST(Machine, DisableHaOnActiveReplicatesAndKeepsServing) {
     EXPECT_EQ(find<AcSendPeer>(a)->msg, PeerMsg::DisableHa);
     Fixture s(cfg(StationType::Secondary));
     s.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
-    s.ev(EvPeerMessage{PeerMsg::DisableHa, 1});
+    s.ev(EvPeerMessage{PeerMsg::DisableHa, 1, 0});
     EXPECT_EQ(s.m.ha_status(), HaStatus::Off);
     EXPECT_FALSE(s.m.snapshot().serving);
 }
@@ -486,11 +583,71 @@ TEST(Liveness, NoCheckIsDueOnceThePeerIsLost) {
     l.sent(1, t);
     l.replied(1, t + 1ms);
     ASSERT_TRUE(l.update(t + 1ms).value_or(false));
-    l.sent(2, t + 1s);
-    l.sent(3, t + 2s);
-    EXPECT_TRUE(l.next_check().has_value());
-    ASSERT_FALSE(l.update(t + 9s).value_or(true));  // lost
-    EXPECT_FALSE(l.next_check().has_value());
-    l.replied(3, t + 10s);
+    std::uint64_t seq = 1;
+    for (auto at = t + 1s; at <= t + 9s; at += 700ms) l.sent(++seq, at);
+    EXPECT_EQ(l.next_check(t + 2s), t + 8s);
+    ASSERT_FALSE(l.update(t + 9s).value_or(true));  // lost: 7 s of unanswered requests
+    EXPECT_FALSE(l.next_check(t + 9s).has_value());
+    l.replied(seq, t + 10s);
     EXPECT_TRUE(l.update(t + 10s).value_or(false));  // back
+}
+
+TEST(Liveness, APauseInOurOwnSendingIsNoEvidence) {
+    // The whole machine stopped for 30 ms (host steal): the replies to what we sent just before
+    // may not have been read yet. A 1 ms watch starts again after the pause.
+    Liveness l(1ms, 500us);
+    TimePoint t{};
+    l.sent(1, t);
+    l.replied(1, t + 20us);
+    ASSERT_TRUE(l.update(t + 20us).value_or(false));
+    l.sent(2, t + 100us);
+    l.sent(3, t + 200us);
+    // ... the machine stalls here ...
+    l.sent(4, t + 30ms);
+    EXPECT_FALSE(l.lost(t + 30ms)) << "requests from before the pause prove nothing";
+    EXPECT_EQ(l.next_check(t + 30ms), std::nullopt) << "only one request since the pause";
+    l.sent(5, t + 30ms + 100us);
+    EXPECT_EQ(l.next_check(t + 30ms + 100us), t + 31ms);
+    l.replied(3, t + 30ms + 150us);  // the late reply, read after the pause
+    EXPECT_FALSE(l.lost(t + 31ms + 100us));
+    EXPECT_FALSE(l.update(t + 31ms + 100us).has_value());
+}
+
+TEST(Liveness, ThePeerGoneWhileWeKeepSendingIsLost) {
+    Liveness l(1ms, 500us);
+    TimePoint t{};
+    l.sent(1, t);
+    l.replied(1, t + 20us);
+    ASSERT_TRUE(l.update(t + 20us).value_or(false));
+    std::uint64_t seq = 1;
+    for (auto at = t + 100us; at <= t + 1100us; at += 100us) l.sent(++seq, at);
+    EXPECT_TRUE(l.lost(t + 1100us));
+    EXPECT_FALSE(l.lost(t + 3ms)) << "and a prober that stopped sending has no evidence";
+}
+
+TEST(Liveness, ThePeersOwnRequestsAreLife) {
+    Liveness l(1ms, 500us);
+    TimePoint t{};
+    for (std::uint64_t s = 1; s <= 20; ++s) {
+        l.sent(s, t + s * 100us);
+        l.heard(t + s * 100us + 50us);  // its requests reach us; our requests or its replies do not
+    }
+    EXPECT_FALSE(l.lost(t + 2ms + 100us));
+}
+
+TEST(Liveness, ThousandsOfUnansweredRequestsKeepTheWatchBounded) {
+    // With the peer gone the prober keeps sending: the oldest requests are dropped, the verdict
+    // stays "lost", and the watch still starts at the oldest request kept.
+    Liveness l(1ms, 500us);
+    TimePoint t{};
+    l.sent(1, t);
+    l.replied(1, t + 20us);
+    ASSERT_TRUE(l.update(t + 20us).value_or(false));
+    std::uint64_t seq = 1;
+    TimePoint at = t;
+    for (int i = 0; i < 10000; ++i) l.sent(++seq, at += 100us);
+    EXPECT_TRUE(l.lost(at));
+    EXPECT_FALSE(l.update(at).value_or(true));
+    l.replied(seq, at + 10us);
+    EXPECT_TRUE(l.update(at + 10us).value_or(false));
 }

@@ -31,6 +31,7 @@ struct Box {
     std::uint64_t persisted_term = 0;
     bool powered = true;
     bool hung = false;        // SIGSTOP: kernel answers, agent does nothing
+    bool dead = false;        // killed, not restarted yet: the kernel answers "agent gone"
     TimePoint alive_until{};  // what the agent last wrote into the BPF map
     bool holds_ip = false;    // the kernel has the cluster IP
     bool fence_flag = false;  // fence set by an authenticated message or the agent
@@ -46,8 +47,11 @@ struct Box {
     PeerStatus published{};  // the state the kernel answers with (refreshed each agent loop)
     std::uint64_t max_peer_term_heard = 0;  // since this agent started
 
-    [[nodiscard]] bool agent_runs() const { return powered && !hung && m.has_value(); }
-    [[nodiscard]] bool fenced(TimePoint now) const { return fence_flag || now > alive_until; }
+    [[nodiscard]] bool agent_runs() const { return powered && !hung && !dead && m.has_value(); }
+    // The kernel's LAN program: a fence message, a stale tick or a closed agent socket.
+    [[nodiscard]] bool fenced(TimePoint now) const {
+        return fence_flag || now > alive_until || dead;
+    }
     // Answers ARP and serves on the cluster IP.
     [[nodiscard]] bool answering(TimePoint now) const {
         return powered && holds_ip && !fenced(now);
@@ -96,6 +100,8 @@ class PairSim {
     std::array<Link, 2> links_;  // Direct, Lan
     std::uint64_t events_ = 0;
     std::optional<TimePoint> dual_since_;
+    std::optional<TimePoint> dual_heard_;  // first heartbeat heard between the two, that episode
+    bool dual_lossless_ = true;            // the LAN lost nothing during the episode
     std::optional<TimePoint> stable_since_;
     std::ostringstream trace_;
 
@@ -107,6 +113,7 @@ class PairSim {
         b.m.emplace(b.cfg, b.persisted_term, now_);
         b.live = {Liveness(kTimeout), Liveness(kTimeout)};
         b.hung = false;
+        b.dead = false;
         b.fence_flag = false;
         // A starting agent is not serving: it removes a cluster IP its kernel kept.
         b.holds_ip = false;
@@ -114,7 +121,7 @@ class PairSim {
         b.probe_done_at.reset();
         b.sync_done_at.reset();
         b.initial_synced = false;
-        b.alive_until = now_ + kTimeout;
+        b.alive_until = now_ + agent_stale_after(kTimeout);
         b.max_peer_term_heard = 0;
         apply(i, b.m->start(now_));
     }
@@ -123,8 +130,17 @@ class PairSim {
         Box& b = boxes_[i];
         if (!b.agent_runs()) return;
         ++events_;
-        if (auto* seen = std::get_if<EvPeerSeen>(&e))
+        if (auto* seen = std::get_if<EvPeerSeen>(&e)) {
             b.max_peer_term_heard = std::max(b.max_peer_term_heard, seen->peer.term);
+            // Two answering boxes, and the loser (lower term; tie: the secondary) hears the
+            // winner: from here it must step down.
+            const bool loser =
+                b.m->term() < seen->peer.term ||
+                (b.m->term() == seen->peer.term && b.cfg.station == StationType::Secondary);
+            if (dual_since_ && !dual_heard_ && loser && seen->peer.state == State::Active &&
+                !seen->peer.agent_stale)
+                dual_heard_ = now_;
+        }
         apply(i, b.m->handle(e, now_));
     }
 
@@ -174,9 +190,12 @@ class PairSim {
                 if (!p.powered) continue;
                 int path = transmits(0) ? 0 : transmits(1) ? 1 : -1;
                 if (path < 0) continue;
-                if (s->msg == PeerMsg::Fence) p.fence_flag = true;  // the peer's kernel acts
+                // The peer's kernel sets its fence, unless aimed at a term it has left.
+                if (s->msg == PeerMsg::Fence && s->target_term >= p.published.term)
+                    p.fence_flag = true;
                 if (s->msg == PeerMsg::TakeoverNow) ++handoffs;
-                if (p.agent_runs()) pending_.push_back({1 - i, EvPeerMessage{s->msg, s->term}});
+                if (p.agent_runs())
+                    pending_.push_back({1 - i, EvPeerMessage{s->msg, s->term, s->target_term}});
             } else if (auto* f = std::get_if<AcFenceSelf>(&a)) {
                 b.fence_flag = f->on;
             } else if (std::holds_alternative<AcRequestFullSync>(a)) {
@@ -209,7 +228,7 @@ class PairSim {
         Box& p = peer_of(i);
         if (!b.agent_runs()) return;
         // The agent loop: refresh the kernel's view, drain, send probes, judge liveness, timers.
-        b.alive_until = now_ + kTimeout;
+        b.alive_until = now_ + agent_stale_after(kTimeout);
         b.published = b.m->own_status();
         flush_pending();
         for (int path = 0; path < 2; ++path) {
@@ -227,7 +246,8 @@ class PairSim {
             }
             if (!transmits(path)) continue;
             PeerStatus reply = p.published;
-            reply.agent_stale = now_ > p.alive_until;
+            reply.agent_gone = p.dead;
+            reply.agent_stale = now_ > p.alive_until || p.dead;
             b.live[path].replied(seq, now_);
             deliver(i, EvPeerSeen{static_cast<Path>(path), reply});
         }
@@ -290,9 +310,16 @@ class PairSim {
                 if (chance(0.01)) b.hung = false;  // SIGCONT: the agent resumes where it was
                 continue;
             }
-            if (chance(0.0005)) {  // kill -9 and restart: the kernel kept the IP until then
+            if (b.dead) {
+                if (chance(0.01)) boot(i);  // restarted (by hand or by the service manager)
+                continue;
+            }
+            if (chance(0.0005)) {  // kill -9: the kernel keeps the IP, answers "agent gone"
                 ++kills;
-                boot(i);
+                if (chance(0.5))
+                    boot(i);  // restarted at once
+                else
+                    b.dead = true;
             } else if (chance(0.0003)) {
                 b.powered = false;  // all its links down
                 b.holds_ip = false;
@@ -320,14 +347,27 @@ class PairSim {
         Box& a = boxes_[0];
         Box& b = boxes_[1];
         // Never two actives that can hear each other: when both answer for the cluster IP on a
-        // live LAN, the episode must end within one LAN heartbeat round (a healed partition is
-        // noticed by the next heartbeat; the loser demotes at once).
+        // live LAN, the loser steps down as soon as it hears the winner (one loop later at most),
+        // and on a LAN that loses nothing that takes one LAN heartbeat round at most.
         const bool dual = a.answering(now_) && b.answering(now_) && !links_[1].cut;
         if (dual) {
-            if (!dual_since_) dual_since_ = now_;
-            ASSERT_LE(now_ - *dual_since_, kLanInterval + 2 * kInterval)
-                << "two boxes answer for the cluster IP on a live LAN; seed " << seed_ << "\n"
-                << tail();
+            if (!dual_since_) {
+                dual_since_ = now_;
+                dual_heard_.reset();
+                dual_lossless_ = true;
+            }
+            if (links_[1].loss > 0) dual_lossless_ = false;
+            if (dual_heard_) {
+                ASSERT_LE(now_ - *dual_heard_, 2 * kInterval)
+                    << "two boxes answer for the cluster IP although they heard each other; seed "
+                    << seed_ << "\n"
+                    << tail();
+            }
+            if (dual_lossless_) {
+                ASSERT_LE(now_ - *dual_since_, kLanInterval + 2 * kInterval)
+                    << "two boxes answer for the cluster IP on a live LAN; seed " << seed_ << "\n"
+                    << tail();
+            }
         } else {
             dual_since_.reset();
         }
