@@ -23,15 +23,22 @@ namespace {
 constexpr int kDirect = 0;
 constexpr int kLan = 1;
 
+// The longest pause in our own sending that still counts as watching the path: half the
+// timeout, or two send intervals where those are longer (a slow LAN path).
+Duration watch_gap(const core::Config& cfg, std::chrono::nanoseconds interval) {
+    return std::max<Duration>(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout) / 2,
+                              2 * std::chrono::duration_cast<Duration>(interval));
+}
+
 std::string trimmed(const std::string& s, std::size_t max) {
     return s.substr(0, max);
 }
 }  // namespace
 
-// One outstanding recvmsg on the heartbeat socket, re-armed after every completion.
+// One outstanding recvmsg on one heartbeat socket, re-armed after every completion.
 class Heartbeat::RecvOp final : public io::Completion {
   public:
-    explicit RecvOp(Heartbeat& hb) : hb_(hb) {}
+    RecvOp(Heartbeat& hb, int sock) : sock_(sock), hb_(hb) {}
     void arm() {
         iov_.iov_base = buf_.data();
         iov_.iov_len = buf_.size();
@@ -41,7 +48,7 @@ class Heartbeat::RecvOp final : public io::Completion {
         msg_.msg_iov = &iov_;
         msg_.msg_iovlen = 1;
         io_uring_sqe* s = hb_.ring_.sqe();
-        io_uring_prep_recvmsg(s, hb_.sock_.get(), &msg_, 0);
+        io_uring_prep_recvmsg(s, hb_.socks_[static_cast<std::size_t>(sock_)].get(), &msg_, 0);
         io_uring_sqe_set_data(s, this);
         armed_ = true;
     }
@@ -49,7 +56,9 @@ class Heartbeat::RecvOp final : public io::Completion {
         armed_ = false;
         if (closing_) return;
         if (res > 0)
-            hb_.on_datagram(static_cast<std::size_t>(res));
+            hb_.on_datagram(sock_, static_cast<std::size_t>(res));
+        else if (res == -ECONNREFUSED)
+            ++hb_.counters_.refused;  // ICMP port unreachable: the peer's port is closed
         else if (res < 0 && res != -EAGAIN && res != -EINTR)
             log::warn("hb", "recvmsg failed: {}", std::strerror(-res));
         arm();
@@ -58,6 +67,7 @@ class Heartbeat::RecvOp final : public io::Completion {
     sockaddr_storage from_{};
     bool armed_ = false;
     bool closing_ = false;
+    const int sock_;
 
   private:
     Heartbeat& hb_;
@@ -72,9 +82,12 @@ Heartbeat::Heartbeat(const core::Config& cfg, const Key& key, std::uint32_t epoc
       ring_(ring),
       sink_(std::move(sink)),
       epoch_(epoch),
-      live_{core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout)),
-            core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout))},
-      timeout_(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout)) {
+      live_{core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout),
+                           watch_gap(cfg, cfg.effective_interval())),
+            core::Liveness(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout),
+                           watch_gap(cfg, cfg.effective_lan_interval()))},
+      timeout_(std::chrono::duration_cast<Duration>(cfg.heartbeat_timeout)),
+      stale_after_(core::agent_stale_after(timeout_)) {
     peer_addr_[kDirect] = cfg.peer_ip;
     peer_addr_[kLan] = cfg.peer_lan_ip;
     interval_[kDirect] = std::chrono::duration_cast<Duration>(cfg.effective_interval());
@@ -85,42 +98,87 @@ Result<std::unique_ptr<Heartbeat>> Heartbeat::create(const core::Config& cfg, co
                                                      std::uint32_t epoch, io::Ring& ring,
                                                      Sink sink) {
     std::unique_ptr<Heartbeat> hb(new Heartbeat(cfg, key, epoch, ring, std::move(sink)));
-    if (auto s = hb->open_socket(); !s) return unexpected(s.error());
+    if (auto s = hb->open_sockets(); !s) return unexpected(s.error());
     if (auto s = hb->attach_responders(); !s) return unexpected(s.error());
-    hb->recv_ = std::make_unique<RecvOp>(*hb);
-    hb->recv_->arm();
+    for (int i : {kDirect, kLan, kMain}) {
+        if (!hb->socks_[static_cast<std::size_t>(i)]) continue;
+        auto& op = hb->recv_[static_cast<std::size_t>(i)];
+        op = std::make_unique<RecvOp>(*hb, i);
+        op->arm();
+    }
     const TimePoint now = Clock::now();
     hb->next_send_ = {now, now};
     return hb;
 }
 
 Heartbeat::~Heartbeat() {
-    if (recv_ && recv_->armed_) {
+    for (auto& op : recv_) {
+        if (!op || !op->armed_) continue;
         // The kernel may still write into the receive buffer: cancel and wait for the final CQE.
-        recv_->closing_ = true;
+        op->closing_ = true;
         io_uring_sqe* s = ring_.sqe();
-        io_uring_prep_cancel(s, recv_.get(), 0);
+        io_uring_prep_cancel(s, op.get(), 0);
         io_uring_sqe_set_data(s, nullptr);
-        for (int i = 0; i < 100 && recv_->armed_; ++i)
+        for (int i = 0; i < 100 && op->armed_; ++i)
             (void)ring_.run_once(Clock::now() + std::chrono::milliseconds(10));
     }
 }
 
-Status Heartbeat::open_socket() {
-    const bool v6 = cfg_.peer_ip && cfg_.peer_ip->is_v6();
-    sock_.reset(::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!sock_) return last_errno("heartbeat socket");
-    int one = 1;
-    ::setsockopt(sock_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    // Heartbeats must not queue behind bulk traffic on a shared NIC.
-    int prio = 6;
-    ::setsockopt(sock_.get(), SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio);
-    IpAddr any;
-    any.family = v6 ? 6 : 4;
-    sockaddr_storage ss;
-    const socklen_t len = to_sockaddr(any, cfg_.heartbeat_port, ss);
-    if (::bind(sock_.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
-        return last_errno(fmt::format("bind heartbeat port {}", cfg_.heartbeat_port));
+// Three sockets on the heartbeat port (SO_REUSEADDR): one per path, connected to the peer's
+// address on it, and the unconnected one (kMain). The kernel delivers what the peer sends from
+// an address to the socket connected to it, the rest to kMain. Each path socket has its own small
+// send buffer: datagrams to a peer whose address cannot be resolved (a pulled LAN cable) wait in
+// the neighbour queue charged to their socket, and with one shared socket they had filled its
+// buffer within milliseconds and stopped the heartbeat on the direct link too. The small buffer
+// also keeps the burst short that such a queue delivers, stale, once the link comes back.
+Status Heartbeat::open_sockets() {
+    auto open = [&](bool v6) -> Result<UniqueFd> {
+        UniqueFd fd(
+            ::socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!fd) return last_errno("heartbeat socket");
+        int one = 1;
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        // Heartbeats must not queue behind bulk traffic on a shared NIC.
+        int prio = 6;
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio);
+        IpAddr any;
+        any.family = v6 ? 6 : 4;
+        sockaddr_storage ss;
+        const socklen_t len = to_sockaddr(any, cfg_.heartbeat_port, ss);
+        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
+            return last_errno(fmt::format("bind heartbeat port {}", cfg_.heartbeat_port));
+        return fd;
+    };
+    auto main = open(cfg_.peer_ip && cfg_.peer_ip->is_v6());
+    if (!main) return unexpected(main.error());
+    socks_[kMain] = std::move(*main);
+    // The lifeline: a socket on 127.0.0.1 that nothing reads or writes, so that no I/O in flight
+    // holds it open once the process is gone. The XDP program looks it up to tell whether this
+    // agent still exists (see ha_xdp.bpf.c, agent_gone()).
+    lifeline_.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!lifeline_) return last_errno("lifeline socket");
+    sockaddr_in lo{};
+    lo.sin_family = AF_INET;
+    lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t lo_len = sizeof lo;
+    if (::bind(lifeline_.get(), reinterpret_cast<sockaddr*>(&lo), sizeof lo) != 0 ||
+        ::getsockname(lifeline_.get(), reinterpret_cast<sockaddr*>(&lo), &lo_len) != 0)
+        return last_errno("lifeline socket on 127.0.0.1");
+    lifeline_port_ = ntohs(lo.sin_port);
+    for (int path : {kDirect, kLan}) {
+        const auto& peer = peer_addr_[static_cast<std::size_t>(path)];
+        if (!peer) continue;
+        auto fd = open(peer->is_v6());
+        if (!fd) return unexpected(fd.error());
+        int sndbuf = 4096;  // the kernel's minimum (about five datagrams in flight)
+        ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+        sockaddr_storage to;
+        const socklen_t len = to_sockaddr(*peer, cfg_.heartbeat_port, to);
+        if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&to), len) != 0)
+            return last_errno(fmt::format("heartbeat to {} ({} path): no route", peer->to_string(),
+                                          path == kDirect ? "direct" : "LAN"));
+        socks_[static_cast<std::size_t>(path)] = std::move(*fd);
+    }
     return {};
 }
 
@@ -150,6 +208,7 @@ Status Heartbeat::attach_responders() {
         o.is_lan = is_lan;
         o.pin_root = cfg_.bpf_pin_root;
         o.key = key_;
+        o.lifeline_port = lifeline_port_;  // open_sockets() ran first
         // The configured peer MAC is the peer's heartbeat NIC; its LAN requests come from another.
         if (!is_lan) o.peer_mac = cfg_.peer_mac;
         if (is_lan && cfg_.cluster_ip && cfg_.cluster_ip->addr.is_v4())
@@ -201,15 +260,15 @@ void Heartbeat::publish(const core::PeerStatus& self, TimePoint now) {
     auto w = bpf::to_wire(ns);
     if (!w) return;
     // A map write per loop iteration costs a syscall per NIC; at a 100 us interval that is most
-    // of the agent's CPU. Write when the state changed or a tenth of the timeout went by, so the
-    // kernel's alive-until stamp always has at least 9/10 of a timeout left.
+    // of the agent's CPU. Write when the state changed or a tenth of the stale limit went by, so
+    // the kernel's alive-until stamp always has at least 9/10 of it left.
     const bool changed = std::memcmp(&self_wire_, &*w, sizeof self_wire_) != 0;
-    if (!changed && now - last_publish_ < timeout_ / 10) return;
+    if (!changed && now - last_publish_ < stale_after_ / 10) return;
     last_publish_ = now;
     self_wire_ = *w;
     ha_agent_state st{};
     st.self = self_wire_;
-    st.alive_until_ns = to_mono_ns(now + timeout_);
+    st.alive_until_ns = to_mono_ns(now + stale_after_);
     for (auto* r : {hb_resp_ ? &*hb_resp_ : nullptr, lan_resp_ ? &*lan_resp_ : nullptr}) {
         if (r == nullptr) continue;
         if (auto s = r->set_state(st); !s) log::warn("hb", "set_state: {}", s.error().message());
@@ -224,6 +283,7 @@ core::PeerStatus Heartbeat::to_peer_status(const bpf::NodeState& s) const {
     p.ha_enabled = s.ha_enabled;
     p.healthy = s.healthy;
     p.agent_stale = s.agent_stale;
+    p.agent_gone = s.agent_gone;
     p.synced = s.synced;
     p.model = s.model;
     p.proto = s.proto_version;
@@ -240,15 +300,12 @@ void Heartbeat::send_request(int path, TimePoint now) {
     if (!peer_addr_[static_cast<std::size_t>(path)]) return;
     const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
     auto bytes = bpf::build_request(self_wire_, key_, seq, to_mono_ns(now));
-    sockaddr_storage to;
-    const socklen_t len =
-        to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, to);
-    // A plain sendto: the datagram is 88 bytes and the socket never blocks. The prober ran and
+    // A plain send: the datagram is 88 bytes and the socket never blocks. The prober ran and
     // tried: that is evidence either way. A send refused because the link is down or the peer
     // unreachable (ENETDOWN, EHOSTUNREACH, ...) is a request the peer cannot answer, so it
     // counts like one that left; only a prober that did not run has no evidence.
-    ssize_t n = ::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
-                         reinterpret_cast<sockaddr*>(&to), len);
+    ssize_t n = ::send(socks_[static_cast<std::size_t>(path)].get(), bytes.data(), bytes.size(),
+                       MSG_DONTWAIT);
     if (n != static_cast<ssize_t>(bytes.size()))
         ++counters_.send_errors;
     else
@@ -256,25 +313,23 @@ void Heartbeat::send_request(int path, TimePoint now) {
     live_[static_cast<std::size_t>(path)].sent(seq, now);
 }
 
-void Heartbeat::send_control(core::PeerMsg msg, const core::PeerStatus&) {
+void Heartbeat::send_control(core::PeerMsg msg, std::uint64_t target_term) {
     const TimePoint now = Clock::now();
     for (int path : {kDirect, kLan}) {
-        if (!peer_addr_[static_cast<std::size_t>(path)]) continue;
+        const auto ps = static_cast<std::size_t>(path);
+        if (!socks_[ps]) continue;
         const std::uint64_t seq = bpf::make_seq(epoch_, ++counter_);
         auto bytes = bpf::build_control(static_cast<std::uint8_t>(msg), self_wire_, key_, seq,
-                                        to_mono_ns(now));
-        sockaddr_storage to;
-        const socklen_t len =
-            to_sockaddr(*peer_addr_[static_cast<std::size_t>(path)], cfg_.heartbeat_port, to);
-        if (::sendto(sock_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT,
-                     reinterpret_cast<sockaddr*>(&to), len) < 0)
+                                        to_mono_ns(now), target_term);
+        if (::send(socks_[ps].get(), bytes.data(), bytes.size(), MSG_DONTWAIT) < 0)
             ++counters_.send_errors;
     }
 }
 
-void Heartbeat::on_datagram(std::size_t len) {
+void Heartbeat::on_datagram(int sock, std::size_t len) {
     const TimePoint now = Clock::now();
-    auto msg = bpf::parse_message(std::span<const std::uint8_t>(recv_->buf_.data(), len), key_);
+    RecvOp& rx = *recv_[static_cast<std::size_t>(sock)];
+    auto msg = bpf::parse_message(std::span<const std::uint8_t>(rx.buf_.data(), len), key_);
     if (!msg) {
         ++counters_.bad;
         log::debug("hb", "dropped datagram: {}", msg.error().message());
@@ -282,13 +337,12 @@ void Heartbeat::on_datagram(std::size_t len) {
     }
     // Which path: by the sender's address.
     IpAddr from;
-    if (recv_->from_.ss_family == AF_INET) {
+    if (rx.from_.ss_family == AF_INET) {
         from.family = 4;
-        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in*>(&recv_->from_)->sin_addr, 4);
+        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in*>(&rx.from_)->sin_addr, 4);
     } else {
         from.family = 6;
-        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in6*>(&recv_->from_)->sin6_addr,
-                    16);
+        std::memcpy(from.bytes.data(), &reinterpret_cast<sockaddr_in6*>(&rx.from_)->sin6_addr, 16);
     }
     int path = -1;
     for (int p : {kDirect, kLan})
@@ -319,7 +373,8 @@ void Heartbeat::on_datagram(std::size_t len) {
             }
             last_control_seq_ = msg->seq;
             live_[ps].heard(now);
-            sink_.control(static_cast<core::PeerMsg>(msg->control), msg->state.term);
+            sink_.control(static_cast<core::PeerMsg>(msg->control), msg->state.term,
+                          msg->target_term);
             return;
         case bpf::MsgType::Request: {
             // Only in user-space mode do requests reach us (XDP answers them in the kernel).
@@ -329,12 +384,13 @@ void Heartbeat::on_datagram(std::size_t len) {
             }
             last_request_seq_ = msg->seq;
             auto reply =
-                bpf::make_reply(std::span<const std::uint8_t>(recv_->buf_.data(), len), self_wire_,
-                                key_, to_mono_ns(now), to_mono_ns(now + timeout_));
-            ::sendto(
-                sock_.get(), reply.data(), reply.size(), MSG_DONTWAIT,
-                reinterpret_cast<sockaddr*>(&recv_->from_),
-                recv_->from_.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
+                bpf::make_reply(std::span<const std::uint8_t>(rx.buf_.data(), len), self_wire_,
+                                key_, to_mono_ns(now), to_mono_ns(now + stale_after_));
+            // From the path's own socket: it is connected to exactly this sender.
+            const int out = socks_[ps] ? static_cast<int>(ps) : kMain;
+            ::sendto(socks_[static_cast<std::size_t>(out)].get(), reply.data(), reply.size(),
+                     MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&rx.from_),
+                     rx.from_.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6));
             live_[ps].heard(now);
             sink_.seen(static_cast<core::Path>(path), to_peer_status(msg->state));
             return;
@@ -354,9 +410,14 @@ void Heartbeat::on_timer(TimePoint now) {
         }
     }
     // The peer's requests, as the kernel recorded them: evidence of life without a wake-up each.
-    // Our own replies carry the same news; the maps are polled every few ms, not every loop.
-    const bool poll_maps = now >= next_map_poll_;
-    if (poll_maps) next_map_poll_ = now + std::chrono::milliseconds(5);
+    // Our own replies carry the same news, so the maps are polled every few ms, not every loop;
+    // but always before a path is declared lost, so a peer whose requests still arrive is never
+    // taken for gone (our requests or its replies may be what is lost).
+    bool poll_maps = now >= next_map_poll_;
+    for (int path : {kDirect, kLan}) {
+        const auto ps = static_cast<std::size_t>(path);
+        if (peer_addr_[ps] && live_[ps].alive() && live_[ps].lost(now)) poll_maps = true;
+    }
     auto poll_peer = [&](std::optional<bpf::Responder>& r, int path) {
         if (!r) return;
         auto seen = r->last_request();
@@ -364,11 +425,16 @@ void Heartbeat::on_timer(TimePoint now) {
         const auto ps = static_cast<std::size_t>(path);
         if ((*seen)->last_request_ns == last_req_ns_[ps]) return;
         last_req_ns_[ps] = (*seen)->last_request_ns;
+        // The pinned map outlives the agent: a record older than a timeout (one written before a
+        // restart, say) tells nothing about the peer now.
+        const TimePoint at = from_mono_ns((*seen)->last_request_ns);
+        if (now - at >= timeout_) return;
         if (!(*seen)->src_mac.is_zero()) peer_mac_seen_ = (*seen)->src_mac;
-        live_[ps].heard(from_mono_ns((*seen)->last_request_ns));
+        live_[ps].heard(at);
         sink_.seen(static_cast<core::Path>(path), to_peer_status((*seen)->state));
     };
     if (poll_maps) {
+        next_map_poll_ = now + std::chrono::milliseconds(5);
         poll_peer(hb_resp_, kDirect);
         poll_peer(lan_resp_, kLan);
         learn_lan_peer_mac();
@@ -389,13 +455,13 @@ void Heartbeat::on_timer(TimePoint now) {
     }
 }
 
-std::optional<TimePoint> Heartbeat::next_deadline() const {
+std::optional<TimePoint> Heartbeat::next_deadline(TimePoint now) const {
     std::optional<TimePoint> d;
     for (int path : {kDirect, kLan}) {
         const auto ps = static_cast<std::size_t>(path);
         if (!peer_addr_[ps]) continue;
         if (!d || next_send_[ps] < *d) d = next_send_[ps];
-        if (auto c = live_[ps].next_check(); c && (!d || *c < *d)) d = c;
+        if (auto c = live_[ps].next_check(now); c && (!d || *c < *d)) d = c;
     }
     return d;
 }

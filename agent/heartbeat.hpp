@@ -30,7 +30,7 @@ class Heartbeat {
     struct Sink {
         std::function<void(core::Path, const core::PeerStatus&)> seen;
         std::function<void(core::Path)> lost;
-        std::function<void(core::PeerMsg, std::uint64_t term)> control;
+        std::function<void(core::PeerMsg, std::uint64_t term, std::uint64_t target_term)> control;
         std::function<void()> foreign_mac;  // the kernel dropped requests from another MAC
     };
 
@@ -46,8 +46,9 @@ class Heartbeat {
     void publish(const core::PeerStatus& self, TimePoint now);
     // Sends due requests, polls the kernel's record of the peer's requests, judges liveness.
     void on_timer(TimePoint now);
-    [[nodiscard]] std::optional<TimePoint> next_deadline() const;
-    void send_control(core::PeerMsg msg, const core::PeerStatus& self);
+    [[nodiscard]] std::optional<TimePoint> next_deadline(TimePoint now) const;
+    // target_term: the peer's term as we last saw it (it drops controls aimed at a term it left).
+    void send_control(core::PeerMsg msg, std::uint64_t target_term);
     void set_fence(bool on);
     // The guide's "Replacing FCM in HA": the new peer MAC applies at once, in the kernel filter
     // too.
@@ -62,6 +63,7 @@ class Heartbeat {
     [[nodiscard]] std::optional<MacAddr> peer_mac_seen() const { return peer_mac_seen_; }
     struct Counters {
         std::uint64_t sent = 0, replies = 0, bad = 0, unmatched = 0, send_errors = 0;
+        std::uint64_t refused = 0;  // ICMP port unreachable on a path socket (no agent, no XDP)
     };
     [[nodiscard]] const Counters& counters() const { return counters_; }
     [[nodiscard]] Result<ha_counters> kernel_counters() const;
@@ -69,10 +71,10 @@ class Heartbeat {
   private:
     Heartbeat(const core::Config& cfg, const Key& key, std::uint32_t epoch, io::Ring& ring,
               Sink sink);
-    Status open_socket();
+    Status open_sockets();
     Status attach_responders();
     void arm_recv();
-    void on_datagram(std::size_t len);
+    void on_datagram(int sock, std::size_t len);
     void send_request(int path, TimePoint now);
     void learn_lan_peer_mac();
     core::PeerStatus to_peer_status(const bpf::NodeState& s) const;
@@ -82,8 +84,13 @@ class Heartbeat {
     Key key_;
     io::Ring& ring_;
     Sink sink_;
-    UniqueFd sock_;
-    std::unique_ptr<RecvOp> recv_;
+    // [0] direct path, [1] LAN path (each connected to the peer there), [2] the unconnected
+    // socket that holds the port for the XDP "agent alive" check (see open_sockets()).
+    static constexpr int kMain = 2;
+    std::array<UniqueFd, 3> socks_;
+    std::array<std::unique_ptr<RecvOp>, 3> recv_;
+    UniqueFd lifeline_;  // bound on 127.0.0.1, never used: its existence says "agent alive"
+    std::uint16_t lifeline_port_ = 0;
     std::optional<bpf::Responder> hb_resp_, lan_resp_;
     bool userspace_ = false;
     std::uint32_t epoch_;
@@ -102,6 +109,7 @@ class Heartbeat {
     TimePoint next_map_poll_{};
     TimePoint next_counter_poll_{};
     Duration timeout_;
+    Duration stale_after_;  // the kernel's alive-until horizon (core::agent_stale_after)
     std::optional<MacAddr> peer_mac_seen_;
     // With a configured peer MAC (the peer's heartbeat NIC), the LAN path's filter learns the
     // peer's LAN MAC while the direct link proves who the peer is; a replacement box with other

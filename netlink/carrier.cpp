@@ -1,0 +1,35 @@
+#include "netlink/carrier.hpp"
+
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace ha::nl {
+
+Result<CarrierProbe> CarrierProbe::create() {
+    UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd) return last_errno("carrier probe socket");
+    return CarrierProbe(std::move(fd));
+}
+
+Result<bool> CarrierProbe::running(const std::string& ifname) const {
+    if (ifname.empty() || ifname.size() >= IFNAMSIZ)
+        return fail(fmt::format("interface name '{}' is not valid", ifname));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    if (::ioctl(fd_.get(), SIOCGIFFLAGS, &ifr) != 0) return last_errno("SIOCGIFFLAGS " + ifname);
+    if ((ifr.ifr_flags & IFF_UP) == 0) return false;
+    ethtool_value link{};
+    link.cmd = ETHTOOL_GLINK;
+    ifr.ifr_data = reinterpret_cast<char*>(&link);
+    if (::ioctl(fd_.get(), SIOCETHTOOL, &ifr) != 0) return last_errno("ETHTOOL_GLINK " + ifname);
+    return link.data != 0;
+}
+
+}  // namespace ha::nl
