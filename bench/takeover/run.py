@@ -210,6 +210,10 @@ class System:
     def kill_box(self, box: str) -> None:
         raise NotImplementedError
 
+    def lan_drops(self, box: str) -> dict:
+        """What the box's LAN program dropped for the cluster IP so far (fcm-ha only)."""
+        return {}
+
     def fault(self, kind: str, box: str) -> int:
         """Inflict the fault on box; returns CLOCK_MONOTONIC µs just before the first step."""
         t0 = time.monotonic_ns() // 1000
@@ -263,6 +267,19 @@ class Fcm(System):
         pid = self.lab.agent_pid(box)
         if pid:
             os.kill(pid, signal.SIGKILL)
+
+    def lan_drops(self, box: str) -> dict:
+        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
+                            f"{self.lab.pin_root(box)}/lan0/ha_stats_v2"],
+                           capture_output=True, text=True)
+        try:
+            total: dict = {}
+            for cpu in json.loads(r.stdout)[0]["formatted"]["values"]:
+                for k, v in cpu["value"].items():
+                    total[k] = total.get(k, 0) + v
+            return {k: total.get(k, 0) for k in ("fence_arp", "fence_ip4")}
+        except (ValueError, LookupError, TypeError):
+            return {}
 
     def after_fault(self, kind: str, box: str) -> None:
         if kind in ("kill", "power"):
@@ -490,13 +507,21 @@ def run_cell(sysm: System, kind: str, reps: int, work: Path, cpu: int | None, en
             # Asked last: a false takeover during the warm-up must not make us fault the standby.
             box = sysm.lab.wait("an active box", sysm.active, 30, 0.02)
             new_mac = MACS[other(box)]["lan0"]
+            drops_before = sysm.lan_drops(other(box))
+            fault_wall = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1e6) % 1000000:06d}"
             t0 = sysm.fault(kind, box)
             got = w.wait_first(new_mac, t0, time.monotonic() + sysm.deadline_s)
             time.sleep(dwell_s)  # keep watching: the old box must stay silent afterwards
         finally:
             lines = w.stop()
         sysm.after_fault(kind, box)
-        facts = watch_facts(lines, t0, new_mac) | {"rep": i, "faulted_box": box, "watch_log": str(wpath)}
+        drops_after = sysm.lan_drops(other(box))
+        facts = watch_facts(lines, t0, new_mac) | {"rep": i, "faulted_box": box, "watch_log": str(wpath),
+                                                   "fault_wall": fault_wall}
+        # Cluster-IP frames the new active's own fence dropped during the repetition: the new
+        # active must never fence itself.
+        facts["new_active_fence_drops"] = {k: drops_after[k] - drops_before.get(k, 0)
+                                           for k in drops_after}
         added = sysm.addr[other(box)].first("add", t0)
         removed = sysm.addr[box].first("del", t0)
         facts["addr_added_ms"] = None if added is None else (added - t0) / 1000.0
@@ -507,7 +532,9 @@ def run_cell(sysm: System, kind: str, reps: int, work: Path, cpu: int | None, en
         ms += f" (address added at {'–' if ad is None else f'{ad:.2f}'} ms)"
         log(f"  {sysm.name:16s} {kind:5s} #{i:<2d} box {box}: new MAC after {ms}, "
             f"conflicts {facts['conflicts']} (before fault {facts['conflicts_before_fault']}), "
-            f"MAC changes {facts['mac_changes_after_fault']}")
+            f"MAC changes {facts['mac_changes_after_fault']}"
+            + (f", new active's fence dropped {facts['new_active_fence_drops']}"
+               if any(facts["new_active_fence_drops"].values()) else ""))
         try:
             sysm.restore(kind, box)
         except (TimeoutError, RuntimeError) as e:
@@ -632,6 +659,7 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=45, help="idle seconds for false takeovers")
     ap.add_argument("--only", choices=["fcm", "keepalived"], help="run one system only")
     ap.add_argument("--faults", default="kill,power,lan", help="comma list of kill,power,lan")
+    ap.add_argument("--timeouts", default="1ms,7", help="fcm-ha settings to run: comma list of 1ms,7")
     ap.add_argument("--cpu", type=int, default=1, help="CPU for the client prober (-1: no pin)")
     ap.add_argument("--stable-advert", type=float, default=0.05, help="keepalived stable advert s")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
@@ -672,9 +700,15 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fcm-takeover-"))
     tag = f"{os.getpid() % 100000}"
     systems: list[tuple[System, int]] = []
+    timeouts = [t for t in a.timeouts.split(",") if t]
+    if any(t not in ("1ms", "7") for t in timeouts):
+        print(f"run.py: --timeouts takes 1ms and/or 7, not '{a.timeouts}'", file=sys.stderr)
+        return 2
     if a.only in (None, "fcm"):
-        systems += [(Fcm(f"tk{tag}f1", '"1ms"', "fcm-ha 1 ms", 3.0), a.reps_fast),
-                    (Fcm(f"tk{tag}f7", "7", "fcm-ha 7 s", 25.0), a.reps_slow)]
+        if "1ms" in timeouts:
+            systems.append((Fcm(f"tk{tag}f1", '"1ms"', "fcm-ha 1 ms", 3.0), a.reps_fast))
+        if "7" in timeouts:
+            systems.append((Fcm(f"tk{tag}f7", "7", "fcm-ha 7 s", 25.0), a.reps_slow))
     if a.only in (None, "keepalived"):
         systems += [(Keepalived(f"tk{tag}k1", 0.01, "keepalived 10 ms", work), a.reps_fast),
                     (Keepalived(f"tk{tag}k5", a.stable_advert,
