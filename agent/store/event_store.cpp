@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <deque>
 
+#include <fmt/format.h>
+
 #include "agent/store/guide_format.hpp"
 #include "common/atomic_file.hpp"
 
@@ -157,17 +159,15 @@ Status EventStore::rotate(Stream s) {
     std::string base = live_path(s);
     // Oldest first, so every rename lands on a free name; rename(2) replaces .keep if present.
     for (unsigned i = options_.keep_files; i > 1; --i) {
-        std::string from = base;
-        from += "." + std::to_string(i - 1);
-        std::string to = base;
-        to += "." + std::to_string(i);
+        const std::string from = fmt::format("{}.{}", base, i - 1);
+        const std::string to = fmt::format("{}.{}", base, i);
         if (::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) {
-            return last_errno("rotate " + from + " -> " + to);
+            return last_errno(fmt::format("rotate {} -> {}", from, to));
         }
     }
-    std::string first = base + ".1";
+    const std::string first = base + ".1";
     if (::rename(base.c_str(), first.c_str()) != 0) {
-        return last_errno("rotate " + base + " -> " + first);
+        return last_errno(fmt::format("rotate {} -> {}", base, first));
     }
     // The old live file is gone from its name: open the new one before anything can fail, or a
     // failed directory fsync would leave the stream without a file (and the next rotation

@@ -47,7 +47,7 @@ TEST(EventStore, AppendsAndReturnsLastNInOrder) {
     auto store = EventStore::open(small_options(tmp.path()));
     ASSERT_TRUE(store) << store.error().message();
     for (int i = 0; i < 10; ++i) {
-        ASSERT_TRUE(store->append(heartbeat_event(i % 2 == 0, i), kT0 + i * 1000));
+        ASSERT_TRUE(store->append(heartbeat_event(i % 2 == 0, i), kT0 + std::int64_t{i} * 1000));
     }
     auto q = store->last(Stream::Events, 3);
     ASSERT_TRUE(q);
