@@ -31,12 +31,12 @@ The high-availability agent of an FCM630A IP PBX pair. Run one per box, as root 
 CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW and CAP_SYS_ADMIN), normally from fcm-ha-agent.service.
 
 Options:
-  --config PATH       configuration file (default /etc/fcm-ha/ha.toml)
-  --log-level LEVEL   error | warn | info | debug (default: [log] level, else info)
+  --config PATH         configuration file (default /etc/fcm-ha/ha.toml)
+  --log-level LEVEL     error | warn | info | debug (default: [log] level, else info)
   --version-override V  report software version V to the peer (rolling-upgrade drills)
-  --check             validate the configuration, print every issue, and exit
-  --version           print the version and exit
-  -h, --help          this text
+  --check               validate the configuration, print every issue, and exit
+  --version             print the version and exit
+  -h, --help            this text
 
 Exit codes: 0 clean stop, 1 bad configuration, 2 bad arguments, 3 start-up failure.
 Operate it with fcm-hactl (status, switch, log, events, config, sync).

@@ -15,31 +15,31 @@
 #endif
 
 #define HA_SIP_ROTL(x, b) (__u64)(((x) << (b)) | ((x) >> (64 - (b))))
-#define HA_SIP_ROUND(v0, v1, v2, v3) \
-    do {                             \
-        v0 += v1;                    \
-        v1 = HA_SIP_ROTL(v1, 13);    \
-        v1 ^= v0;                    \
-        v0 = HA_SIP_ROTL(v0, 32);    \
-        v2 += v3;                    \
-        v3 = HA_SIP_ROTL(v3, 16);    \
-        v3 ^= v2;                    \
-        v0 += v3;                    \
-        v3 = HA_SIP_ROTL(v3, 21);    \
-        v3 ^= v0;                    \
-        v2 += v1;                    \
-        v1 = HA_SIP_ROTL(v1, 17);    \
-        v1 ^= v2;                    \
-        v2 = HA_SIP_ROTL(v2, 32);    \
+#define HA_SIP_ROUND(v0, v1, v2, v3)  \
+    do {                              \
+        (v0) += (v1);                 \
+        (v1) = HA_SIP_ROTL((v1), 13); \
+        (v1) ^= (v0);                 \
+        (v0) = HA_SIP_ROTL((v0), 32); \
+        (v2) += (v3);                 \
+        (v3) = HA_SIP_ROTL((v3), 16); \
+        (v3) ^= (v2);                 \
+        (v0) += (v3);                 \
+        (v3) = HA_SIP_ROTL((v3), 21); \
+        (v3) ^= (v0);                 \
+        (v2) += (v1);                 \
+        (v1) = HA_SIP_ROTL((v1), 17); \
+        (v1) ^= (v2);                 \
+        (v2) = HA_SIP_ROTL((v2), 32); \
     } while (0)
 
-static inline __u64 ha_sip_load_le64(const __u8 *p) {
+static inline __u64 ha_sip_load_le64(const __u8* p) {
     return (__u64)p[0] | ((__u64)p[1] << 8) | ((__u64)p[2] << 16) | ((__u64)p[3] << 24) |
            ((__u64)p[4] << 32) | ((__u64)p[5] << 40) | ((__u64)p[6] << 48) | ((__u64)p[7] << 56);
 }
 
 /* key: k0 = first 8 key bytes little-endian, k1 = next 8. */
-static inline __u64 ha_siphash24(__u64 k0, __u64 k1, const __u8 *in, __u32 len) {
+static inline __u64 ha_siphash24(__u64 k0, __u64 k1, const __u8* in, __u32 len) {
     __u64 v0 = 0x736f6d6570736575ULL ^ k0;
     __u64 v1 = 0x646f72616e646f6dULL ^ k1;
     __u64 v2 = 0x6c7967656e657261ULL ^ k0;
@@ -57,14 +57,23 @@ static inline __u64 ha_siphash24(__u64 k0, __u64 k1, const __u8 *in, __u32 len) 
         v0 ^= m;
     }
     switch (len & 7) {
-        case 7: b |= ((__u64)in[full + 6]) << 48; /* fall through */
-        case 6: b |= ((__u64)in[full + 5]) << 40; /* fall through */
-        case 5: b |= ((__u64)in[full + 4]) << 32; /* fall through */
-        case 4: b |= ((__u64)in[full + 3]) << 24; /* fall through */
-        case 3: b |= ((__u64)in[full + 2]) << 16; /* fall through */
-        case 2: b |= ((__u64)in[full + 1]) << 8;  /* fall through */
-        case 1: b |= ((__u64)in[full + 0]); break;
-        case 0: break;
+        case 7:
+            b |= ((__u64)in[full + 6]) << 48; /* fall through */
+        case 6:
+            b |= ((__u64)in[full + 5]) << 40; /* fall through */
+        case 5:
+            b |= ((__u64)in[full + 4]) << 32; /* fall through */
+        case 4:
+            b |= ((__u64)in[full + 3]) << 24; /* fall through */
+        case 3:
+            b |= ((__u64)in[full + 2]) << 16; /* fall through */
+        case 2:
+            b |= ((__u64)in[full + 1]) << 8; /* fall through */
+        case 1:
+            b |= ((__u64)in[full + 0]);
+            break;
+        case 0:
+            break;
     }
     v3 ^= b;
     HA_SIP_ROUND(v0, v1, v2, v3);

@@ -202,19 +202,78 @@ bool valid_hhmm(std::string_view t) {
     return h < 24 && m < 60;
 }
 
-// A unicast host address: not unspecified, multicast or limited broadcast.
-bool usable_host(const IpAddr& a) {
+// Why `a` cannot be a box's unicast address, or empty when it can: not unspecified, multicast,
+// limited broadcast or loopback (another box can never reach 127.0.0.1 or ::1), nor an
+// IPv4-mapped IPv6 address (the kernel would not put it on the wire as IPv6).
+std::string_view host_problem(const IpAddr& a) {
     const auto& b = a.bytes;
     if (a.is_v4()) {
-        std::uint32_t v = (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) |
-                          (std::uint32_t{b[2]} << 8) | b[3];
-        return v != 0 && v != 0xffffffffU && (b[0] & 0xf0) != 0xe0;
+        const std::uint32_t v = (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) |
+                                (std::uint32_t{b[2]} << 8) | b[3];
+        if (v == 0) return "is the unspecified address";
+        if (v == 0xffffffffU) return "is the limited broadcast address";
+        if ((b[0] & 0xf0) == 0xe0) return "is a multicast address";
+        if (b[0] == 127) return "is a loopback address (the peer cannot reach it)";
+        return {};
     }
     if (a.is_v6()) {
-        if (b[0] == 0xff) return false;
-        return std::any_of(b.begin(), b.end(), [](std::uint8_t x) { return x != 0; });
+        if (b[0] == 0xff) return "is a multicast address";
+        const bool zero10 = std::all_of(b.begin(), b.begin() + 10, [](auto x) { return x == 0; });
+        const bool zero15 =
+            zero10 && std::all_of(b.begin() + 10, b.begin() + 15, [](auto x) { return x == 0; });
+        if (zero15 && b[15] == 0) return "is the unspecified address";
+        if (zero15 && b[15] == 1) return "is the loopback address (the peer cannot reach it)";
+        if (zero10 && b[10] == 0xff && b[11] == 0xff)
+            return "is an IPv4-mapped address: write the IPv4 address itself";
+        return {};
     }
-    return false;
+    return "is not an IP address";
+}
+
+void check_host(IssueList& out, const std::string& key, const IpAddr& a) {
+    if (auto why = host_problem(a); !why.empty())
+        out.add(key, toml_quote(a.to_string()),
+                fmt::format("{}: must be a unicast host address such as \"198.18.0.2\"", why));
+}
+
+// The cluster IP is where phones and trunks register: besides being a unicast host address it
+// must not be the network or broadcast address of its own prefix (the kernel would accept it,
+// but hosts on the LAN would treat it as the subnet's), nor link-local (not routable, so phones
+// in other subnets could not reach it; an IPv6 link-local one would also need a scope).
+void check_cluster_ip(IssueList& out, const IpPrefix& p) {
+    const std::string key = "ha.cluster_ip";
+    const std::string shown = toml_quote(p.to_string());
+    if (auto why = host_problem(p.addr); !why.empty()) {
+        out.add(key, shown,
+                fmt::format("{}: must be a unicast host address such as \"198.18.1.100/24\"", why));
+        return;
+    }
+    const auto& b = p.addr.bytes;
+    if ((p.addr.is_v4() && b[0] == 169 && b[1] == 254) ||
+        (p.addr.is_v6() && b[0] == 0xfe && (b[1] & 0xc0) == 0x80)) {
+        out.add(key, shown,
+                "is a link-local address: phones outside the link could not reach it; use an "
+                "address of the LAN's subnet such as \"198.18.1.100/24\"");
+        return;
+    }
+    // Host bits of the address under its prefix: all zero or (IPv4) all one.
+    const int bits = p.addr.is_v4() ? 32 : 128;
+    if (p.len >= bits - 1) return;  // /31, /32, /127, /128: every address is a host
+    bool all_zero = true;
+    bool all_one = true;
+    for (int i = p.len; i < bits; ++i) {
+        const bool bit = ((b[static_cast<std::size_t>(i / 8)] >> (7 - i % 8)) & 1) != 0;
+        all_zero = all_zero && !bit;
+        all_one = all_one && bit;
+    }
+    if (all_zero)
+        out.add(key, shown,
+                p.addr.is_v4()
+                    ? "is the network address of its subnet: use a host address inside it"
+                    : "is the subnet-router anycast address of its prefix (RFC 4291 2.6.1): use a "
+                      "host address inside it");
+    else if (all_one && p.addr.is_v4())
+        out.add(key, shown, "is the broadcast address of its subnet: use a host address inside it");
 }
 
 // "/a/b/" and "/a//b" name the same directory as "/a/b"; comparisons use this form.
@@ -272,15 +331,9 @@ void check_ha(const Config& c, IssueList& out) {
             out.add("ha.lan_interface", "",
                     fmt::format("{} (the NIC that carries the cluster IP)", req));
     }
-    if (c.cluster_ip && !usable_host(c.cluster_ip->addr))
-        out.add("ha.cluster_ip", toml_quote(c.cluster_ip->to_string()),
-                "must be a unicast host address (not unspecified, multicast or broadcast)");
-    if (c.peer_ip && !usable_host(*c.peer_ip))
-        out.add("ha.peer_ip", toml_quote(c.peer_ip->to_string()),
-                "must be a unicast host address (not unspecified, multicast or broadcast)");
-    if (c.peer_lan_ip && !usable_host(*c.peer_lan_ip))
-        out.add("ha.peer_lan_ip", toml_quote(c.peer_lan_ip->to_string()),
-                "must be a unicast host address (not unspecified, multicast or broadcast)");
+    if (c.cluster_ip) check_cluster_ip(out, *c.cluster_ip);
+    if (c.peer_ip) check_host(out, "ha.peer_ip", *c.peer_ip);
+    if (c.peer_lan_ip) check_host(out, "ha.peer_lan_ip", *c.peer_lan_ip);
     if (c.cluster_ip && c.peer_ip && c.cluster_ip->addr == *c.peer_ip)
         out.add("ha.peer_ip", toml_quote(c.peer_ip->to_string()),
                 "must differ from ha.cluster_ip: the cluster IP moves between the boxes, the peer "

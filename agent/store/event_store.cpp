@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <deque>
 
+#include <fmt/format.h>
+
 #include "agent/store/guide_format.hpp"
 #include "common/atomic_file.hpp"
 
@@ -157,19 +159,22 @@ Status EventStore::rotate(Stream s) {
     std::string base = live_path(s);
     // Oldest first, so every rename lands on a free name; rename(2) replaces .keep if present.
     for (unsigned i = options_.keep_files; i > 1; --i) {
-        std::string from = base + "." + std::to_string(i - 1);
-        std::string to = base + "." + std::to_string(i);
+        const std::string from = fmt::format("{}.{}", base, i - 1);
+        const std::string to = fmt::format("{}.{}", base, i);
         if (::rename(from.c_str(), to.c_str()) != 0 && errno != ENOENT) {
-            return last_errno("rotate " + from + " -> " + to);
+            return last_errno(fmt::format("rotate {} -> {}", from, to));
         }
     }
-    std::string first = base + ".1";
+    const std::string first = base + ".1";
     if (::rename(base.c_str(), first.c_str()) != 0) {
-        return last_errno("rotate " + base + " -> " + first);
+        return last_errno(fmt::format("rotate {} -> {}", base, first));
     }
+    // The old live file is gone from its name: open the new one before anything can fail, or a
+    // failed directory fsync would leave the stream without a file (and the next rotation
+    // would shift the history once more for nothing).
     fds_[index(s)].reset();
-    if (auto st = fsync_dir(options_.dir); !st) return st;
-    return open_live(s);
+    if (auto st = open_live(s); !st) return st;
+    return fsync_dir(options_.dir);
 }
 
 Status EventStore::append(Stream stream, nlohmann::json record, std::int64_t wall_ms) {
@@ -185,6 +190,10 @@ Status EventStore::append(Stream stream, nlohmann::json record, std::int64_t wal
                     std::to_string(options_.max_record_bytes));
     }
     auto i = index(stream);
+    // A rotation that failed after its rename left no live file: make one.
+    if (!fds_[i]) {
+        if (auto st = open_live(stream); !st) return st;
+    }
     if (sizes_[i] > 0 && sizes_[i] + line.size() > options_.max_file_bytes) {
         if (auto st = rotate(stream); !st) return st;
     }
@@ -202,10 +211,16 @@ Status EventStore::append(Stream stream, nlohmann::json record, std::int64_t wal
         }
         return errno_error(err, "append " + path);
     }
-    sizes_[i] += line.size();
     if (options_.sync == SyncPolicy::EveryRecord && ::fdatasync(fd) != 0) {
-        return last_errno("fdatasync " + path);
+        // Not known to be durable: take it back, so that an error means "not recorded" and the
+        // caller's retry does not leave the record twice.
+        const int err = errno;
+        if (::ftruncate(fd, static_cast<off_t>(sizes_[i])) != 0) {
+            return last_errno("ftruncate after failed fdatasync " + path);
+        }
+        return errno_error(err, "fdatasync " + path);
     }
+    sizes_[i] += line.size();
     return {};
 }
 

@@ -206,8 +206,10 @@ TEST(ControlServer, HandlerErrorsBecomeErrorAnswers) {
     auto server = ControlServer::start(options_in(tmp));
     ASSERT_TRUE(server);
     FakeLoop loop(**server, [](const json& req) -> json {
-        if (req["cmd"] == "status") return req["no"]["such"].get<int>();  // throws type_error
-        return json::array();                                             // not an answer object
+        // at(), not operator[]: a missing key through a const json& is undefined behaviour
+        // (it read past the map's end and crashed the test now and then), at() throws.
+        if (req["cmd"] == "status") return req.at("no").at("such").get<int>();
+        return json::array();  // not an answer object
     });
     auto a = call((*server)->socket_path(), {{"cmd", "status"}}, 5000ms);
     ASSERT_TRUE(a);

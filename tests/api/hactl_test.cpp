@@ -52,6 +52,7 @@ Run hactl(const TempDir& tmp, const std::vector<std::string>& args,
     }
     if (!env_socket.empty()) env_store.push_back("FCM_HA_SOCKET=" + env_socket);
     std::vector<char*> envp;
+    envp.reserve(env_store.size() + 1);
     for (auto& e : env_store) envp.push_back(e.data());
     envp.push_back(nullptr);
 
@@ -123,7 +124,8 @@ class HactlAgent : public ::testing::Test {
     // sync stream is behind; the standby variant refuses config changes.
     json handle(const json& req) {
         const auto& cmd = req["cmd"].get_ref<const std::string&>();
-        if (cmd == "status") return sample_status();
+        if (cmd == "status") return status_;
+        if (cmd == "sync_status") return json{{"ok", "yes"}, {"sync", 5}};  // nonsense
         if (cmd == "switch") return error_response(switch_refusal_);
         if (cmd == "config_set")
             return error_response("configuration is restricted on the standby");
@@ -144,6 +146,7 @@ class HactlAgent : public ::testing::Test {
     std::unique_ptr<FakeLoop> loop_;
     std::string switch_refusal_ =
         "force switch refused: sync lag 4096 bytes not drained within 10s";
+    json status_ = sample_status();
 };
 
 TEST_F(HactlAgent, StatusShowsTheGuidesHaStatusPage) {
@@ -155,15 +158,53 @@ TEST_F(HactlAgent, StatusShowsTheGuidesHaStatusPage) {
                          "Role of Current FCM: Active\n"),
               0u)
         << r.out;
+    const char* heartbeat =
+        "Heartbeat: native XDP on hb0, interval 700ms, timeout 7s, RTT p50 41us p99 88us max "
+        "130us";
     for (const char* part :
          {"Station Type: Primary", "Term: 7", "Uptime: 1d 2h 3m 4s",
           "Peer: 198.18.1.2, MAC 02:00:00:00:00:02, role Standby, last seen 12ms ago",
-          "Peer paths: direct link up, LAN down",
-          "Heartbeat: native XDP on hb0, interval 700ms, timeout 7s, RTT p50 41us p99 88us max "
-          "130us",
-          "Sync: connected, lag 0 B", "Faults: none", "Alerts: none"}) {
+          "Peer paths: direct link up, LAN down", heartbeat, "Sync: connected, lag 0 B",
+          "Faults: none", "Alerts: none"}) {
         EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
     }
+}
+
+TEST_F(HactlAgent, StatusOfABoxWithHaOffShowsNoMadeUpMacOrStation) {
+    status_ = {{"ok", true},
+               {"ha_status", "Off"},
+               {"backup_status", "Idle"},
+               {"mac", "00:00:00:00:00:00"},
+               {"role", "Off"},
+               {"station", ""},
+               {"term", 0},
+               {"uptime_s", 5},
+               {"peer", json::object()}};
+    auto r = hactl(tmp_, with_socket({"status"}));
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.find("HA Status: Off\n"
+                         "HA Full Backup Status: Idle\n"
+                         "MAC Address of Current FCM: -\n"
+                         "Role of Current FCM: Off\n"
+                         "\n"
+                         "Station Type: -\n"),
+              0u)
+        << r.out;
+    EXPECT_NE(r.out.find("Peer: none\n"), std::string::npos) << r.out;
+    // The agent sends the TOML spelling; the page shows the guide's.
+    status_ = sample_status();
+    status_["station"] = "secondary";
+    EXPECT_NE(hactl(tmp_, with_socket({"status"})).out.find("Station Type: Secondary\n"),
+              std::string::npos);
+}
+
+TEST_F(HactlAgent, MalformedAnswerIsExit4NotACrash) {
+    auto r = hactl(tmp_, with_socket({"sync", "status"}));
+    EXPECT_EQ(r.code, 4) << r.out << r.err;
+    EXPECT_NE(r.err.find("malformed answer from the agent"), std::string::npos) << r.err;
+    auto j = hactl(tmp_, with_socket({"--json", "sync", "status"}));
+    EXPECT_EQ(j.code, 4) << j.err;
+    EXPECT_EQ(json::parse(j.out)["ok"], false) << j.out;
 }
 
 TEST_F(HactlAgent, StatusJsonIsTheAgentsAnswer) {
@@ -181,7 +222,7 @@ TEST_F(HactlAgent, SocketFromEnvironment) {
 TEST_F(HactlAgent, SwitchRefusalIsPrintedVerbatimWithExit1) {
     auto r = hactl(tmp_, with_socket({"switch"}));
     EXPECT_EQ(r.code, 1);
-    EXPECT_NE(r.err.find(switch_refusal_), std::string::npos) << r.err;
+    EXPECT_EQ(r.err, switch_refusal_ + "\n");  // not "switch refused: force switch refused: ..."
     auto j = hactl(tmp_, with_socket({"--json", "switch"}));
     EXPECT_EQ(j.code, 1);
     EXPECT_EQ(json::parse(j.out)["error"], switch_refusal_);
@@ -272,12 +313,32 @@ TEST(Hactl, UsageErrorsNameTheBadArgumentWithExit2) {
         {{"config", "check"}, "missing argument"},
         {{"--socket"}, "option --socket needs a value"},
         {{"status", "--limit", "5"}, "--limit applies only to log and events"},
+        {{"status", "--force"}, "--force applies only to keygen"},
+        {{"--timeout", "0", "status"}, "--timeout '0'"},
+        {{"config", "check", tmp.path() + "/nope.toml"}, "nope.toml: No such file"},
     };
     for (const auto& c : cases) {
         auto r = hactl(tmp, c.args);
         EXPECT_EQ(r.code, 2) << c.needle;
         EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.needle << ": " << r.err;
+        EXPECT_EQ(r.out, "") << c.needle;
+        // With --json the same error is also a JSON answer on stdout, wherever --json stands
+        // (last, unless that would make it the value of --socket).
+        auto args = c.args;
+        args.insert(args.back() == "--socket" ? args.begin() : args.end(), "--json");
+        auto j = hactl(tmp, args);
+        EXPECT_EQ(j.code, 2) << c.needle;
+        auto answer = json::parse(j.out, nullptr, false);
+        ASSERT_TRUE(answer.is_object()) << c.needle << ": " << j.out;
+        EXPECT_EQ(answer["ok"], false);
+        EXPECT_NE(answer["error"].get<std::string>().find(c.needle), std::string::npos)
+            << c.needle << ": " << j.out;
     }
+    // No command at all: the usage on stderr (nothing on stdout for a pipe to take as output).
+    auto none = hactl(tmp, {});
+    EXPECT_EQ(none.code, 2);
+    EXPECT_EQ(none.out, "");
+    EXPECT_EQ(none.err.find("usage: fcm-hactl"), 0u) << none.err;
 }
 
 TEST(Hactl, HelpListsCommandsAndExitCodes) {

@@ -1,10 +1,13 @@
 // EventStore: append and query per stream, persistence across reopen, rotation bounds, torn last
-// line handling (skipped on read, repaired on open), oversize records refused without a trace.
+// line handling (skipped on read, repaired on open), oversize records and disk-full writes
+// refused without a trace, a rotation that cannot rename.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <string>
 
@@ -44,7 +47,7 @@ TEST(EventStore, AppendsAndReturnsLastNInOrder) {
     auto store = EventStore::open(small_options(tmp.path()));
     ASSERT_TRUE(store) << store.error().message();
     for (int i = 0; i < 10; ++i) {
-        ASSERT_TRUE(store->append(heartbeat_event(i % 2 == 0, i), kT0 + i * 1000));
+        ASSERT_TRUE(store->append(heartbeat_event(i % 2 == 0, i), kT0 + std::int64_t{i} * 1000));
     }
     auto q = store->last(Stream::Events, 3);
     ASSERT_TRUE(q);
@@ -207,6 +210,131 @@ TEST(EventStore, RefusesOversizeRecordAndWritesNothing) {
     EXPECT_NE(st.error().message().find("max_record_bytes"), std::string::npos);
     EXPECT_EQ(std::filesystem::file_size(store->live_path(Stream::Events)), before);
     EXPECT_FALSE(store->append(Stream::Events, nlohmann::json::array({1, 2}), kT0));
+}
+
+// What ENOSPC does to write(2) on a nearly full disk: part of the line is written and the call
+// returns short. RLIMIT_FSIZE gives the same short write without a tiny file system (or root).
+class FileSizeLimit {
+  public:
+    explicit FileSizeLimit(rlim_t bytes) {
+        ::getrlimit(RLIMIT_FSIZE, &saved_);
+        old_handler_ = ::signal(SIGXFSZ, SIG_IGN);  // else the process dies at the limit
+        rlimit lim = saved_;
+        lim.rlim_cur = bytes;
+        ok_ = ::setrlimit(RLIMIT_FSIZE, &lim) == 0;
+    }
+    ~FileSizeLimit() {
+        ::setrlimit(RLIMIT_FSIZE, &saved_);
+        ::signal(SIGXFSZ, old_handler_);
+    }
+    FileSizeLimit(const FileSizeLimit&) = delete;
+    FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+    [[nodiscard]] bool ok() const { return ok_; }
+
+  private:
+    rlimit saved_{};
+    sighandler_t old_handler_ = SIG_DFL;
+    bool ok_ = false;
+};
+
+TEST(EventStore, DiskFullMidRecordLeavesNoPartialLine) {
+    TempDir tmp;
+    auto opts = small_options(tmp.path());
+    auto store = EventStore::open(opts);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(store->append(heartbeat_event(true, 1), kT0));
+    const std::string path = store->live_path(Stream::Events);
+    const auto before = std::filesystem::file_size(path);
+    {
+        FileSizeLimit full(before + 10);  // room for 10 bytes of the next line only
+        ASSERT_TRUE(full.ok());
+        auto st = store->append(heartbeat_event(false, 2), kT0 + 1);
+        ASSERT_FALSE(st);
+        EXPECT_NE(st.error().message().find(path), std::string::npos) << st.error().message();
+        // Full to the last byte: the write fails outright.
+        FileSizeLimit none(before);
+        ASSERT_TRUE(none.ok());
+        EXPECT_FALSE(store->append(heartbeat_event(false, 3), kT0 + 2));
+    }
+    EXPECT_EQ(std::filesystem::file_size(path), before);
+    // Space again: the next record follows the last whole one, on its own line.
+    ASSERT_TRUE(store->append(heartbeat_event(false, 4), kT0 + 3));
+    auto q = store->last(Stream::Events, 0);
+    ASSERT_TRUE(q);
+    EXPECT_EQ(q->skipped, 0u);
+    ASSERT_EQ(q->records.size(), 2u);
+    EXPECT_EQ(q->records[0]["content"], "MAC: 02:00:00:00:00:02 -- event 1");
+    EXPECT_EQ(q->records[1]["content"], "MAC: 02:00:00:00:00:02 -- event 4");
+}
+
+TEST(EventStore, FailedRotationKeepsTheLiveFileAndLosesNothing) {
+    TempDir tmp;
+    auto opts = small_options(tmp.path());
+    opts.max_record_bytes = 256;
+    opts.max_file_bytes = 512;
+    opts.keep_files = 1;
+    auto store = EventStore::open(opts);
+    ASSERT_TRUE(store);
+    const std::string base = store->live_path(Stream::Events);
+    // Something in the way of the rename: a non-empty directory where events.jsonl.1 goes.
+    ASSERT_TRUE(std::filesystem::create_directories(base + ".1/blocker"));
+    int written = 0;
+    Status st;
+    for (; written < 20; ++written) {
+        st = store->append(heartbeat_event(true, written), kT0 + written);
+        if (!st) break;
+    }
+    ASSERT_FALSE(st) << "rotation never ran";
+    EXPECT_NE(st.error().message().find("rotate"), std::string::npos) << st.error().message();
+    auto live = read_jsonl(base);
+    ASSERT_TRUE(live);
+    EXPECT_EQ(live->records.size(), static_cast<std::size_t>(written));
+    EXPECT_EQ(live->skipped, 0u);
+    // Once the way is clear the same store rotates and goes on.
+    std::filesystem::remove_all(base + ".1");
+    ASSERT_TRUE(store->append(heartbeat_event(true, 99), kT0 + 99));
+    EXPECT_TRUE(std::filesystem::is_regular_file(base + ".1"));
+    auto after = store->last(Stream::Events, 0);
+    ASSERT_TRUE(after);
+    EXPECT_EQ(after->records.size(), static_cast<std::size_t>(written) + 1);
+    EXPECT_EQ(after->records.back()["ts_ms"], kT0 + 99);
+}
+
+TEST(EventStore, FileHoldingOnlyATornRecordIsEmptiedAtOpen) {
+    TempDir tmp;
+    auto opts = small_options(tmp.path());
+    ASSERT_TRUE(make_dirs(opts.dir));
+    ASSERT_TRUE(write_file_atomic(opts.dir + "/failover.jsonl", R"({"from":"Standby","to":"Act)"));
+    auto store = EventStore::open(opts);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->repaired_at_open(), 1u);
+    EXPECT_EQ(std::filesystem::file_size(store->live_path(Stream::Failover)), 0u);
+    ASSERT_TRUE(store->append(FailoverRecord{.from = "Standby", .to = "Active", .term = 2}, kT0));
+    auto q = store->last(Stream::Failover, 0);
+    ASSERT_TRUE(q);
+    ASSERT_EQ(q->records.size(), 1u);
+    EXPECT_EQ(q->skipped, 0u);
+}
+
+TEST(EventStore, RotatedHistorySurvivesReopenInOrder) {
+    TempDir tmp;
+    auto opts = small_options(tmp.path());
+    opts.max_record_bytes = 256;
+    opts.max_file_bytes = 1024;
+    opts.keep_files = 3;
+    {
+        auto store = EventStore::open(opts);
+        ASSERT_TRUE(store);
+        for (int i = 0; i < 20; ++i) ASSERT_TRUE(store->append(heartbeat_event(true, i), kT0 + i));
+    }
+    auto store = EventStore::open(opts);
+    ASSERT_TRUE(store);
+    ASSERT_TRUE(std::filesystem::exists(store->live_path(Stream::Events) + ".1"));
+    for (int i = 20; i < 25; ++i) ASSERT_TRUE(store->append(heartbeat_event(true, i), kT0 + i));
+    auto q = store->last(Stream::Events, 10);
+    ASSERT_TRUE(q);
+    ASSERT_EQ(q->records.size(), 10u);
+    for (std::size_t i = 0; i < 10; ++i) EXPECT_EQ(q->records[i]["ts_ms"], kT0 + 15 + i);
 }
 
 TEST(EventStore, SyncedAppendsWork) {

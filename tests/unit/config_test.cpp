@@ -187,6 +187,27 @@ TEST(Config, HeartbeatTimeoutDurationStringOpensLowLatencyRange) {
     }
 }
 
+TEST(Config, HeartbeatTimeoutRejectsEachBadFormNamingValueAndRange) {
+    // Below the low-latency floor, above the guide's range, zero, negative, not a duration, a
+    // bare float, a boolean, an empty string, a number in quotes without a unit.
+    for (std::string_view bad : {"\"400us\"", "11", "0", "-1", "\"abc\"", "3.5", "true", "\"\"",
+                                 "\"7\"", "\"-2ms\"", "\"0s\"", "\"10.5s\"", "99999999999999"}) {
+        auto r = parse_with("heartbeat_timeout = " + std::string(bad));
+        EXPECT_FALSE(r.config) << bad;
+        ASSERT_EQ(r.issues.size(), 1u) << bad << "\n" << issues_text(r);
+        const auto& i = r.issues[0];
+        EXPECT_EQ(i.key, "ha.heartbeat_timeout");
+        EXPECT_EQ(i.value, bad);
+        EXPECT_EQ(i.line, 8);
+        EXPECT_NE(i.message.find("3-10 seconds"), std::string::npos) << i.message;
+        EXPECT_NE(i.message.find("500us to 10s"), std::string::npos) << i.message;
+    }
+    for (std::string_view good : {"\"2ms\"", "\"0.5ms\"", "\"7s\"", "3", "10"}) {
+        auto r = parse_with("heartbeat_timeout = " + std::string(good));
+        EXPECT_TRUE(r.config) << good << "\n" << issues_text(r);
+    }
+}
+
 TEST(Config, HeartbeatTimeoutFractionNeedsADurationString) {
     auto r = parse_with("heartbeat_timeout = 1.5");
     const auto* i = find_issue(r, "ha.heartbeat_timeout");
@@ -269,6 +290,64 @@ probe_failures = 0
     EXPECT_NE(find_issue(r, "ha.prober_rt_priority")->message.find("0-99"), std::string::npos);
 }
 
+TEST(Config, EveryBadAgentSettingIsReportedTooInFileOrder) {
+    auto r = parse_config(R"([ha]
+enable = true
+station_type = "secondary"
+cluster_ip = "198.18.1.100/24"
+peer_ip = "198.18.0.1"
+hardware_fault_switch = "on"
+heartbeat_interface = "hb0:1"
+lan_interface = "a-name-longer-than-15"
+bpf_pin_root = "sys/fs/bpf"
+
+[paths]
+state_dir = "/var/lib/../fcm-ha"
+key_file = "ha.key"
+control_socket = ""
+
+[[sync.root]]
+path = "/"
+mode = "file"
+
+[[sync.root]]
+path = "/var/lib/pbx/cdr"
+mode = "stream"
+
+[service]
+unit = "kamailio service"
+stop = "kamctl stop"
+stop_timeout = "0s"
+probe = "command"
+core_dump_dir = "crash"
+fault_action = "shutdown"
+)");
+    EXPECT_FALSE(r.config);
+    const std::pair<std::string_view, int> expected[] = {{"ha.hardware_fault_switch", 6},
+                                                         {"ha.heartbeat_interface", 7},
+                                                         {"ha.lan_interface", 8},
+                                                         {"ha.bpf_pin_root", 9},
+                                                         {"paths.state_dir", 12},
+                                                         {"paths.key_file", 13},
+                                                         {"paths.control_socket", 14},
+                                                         {"sync.root[0].path", 17},
+                                                         {"sync.root[1].mode", 22},
+                                                         {"service.unit", 25},
+                                                         {"service.stop", 26},
+                                                         {"service.stop_timeout", 27},
+                                                         {"service.core_dump_dir", 29},
+                                                         {"service.fault_action", 30},
+                                                         {"service.probe_command", 0}};
+    ASSERT_EQ(r.issues.size(), std::size(expected)) << issues_text(r);
+    for (std::size_t n = 0; n < std::size(expected); ++n) {
+        EXPECT_EQ(r.issues[n].key, expected[n].first) << issues_text(r);
+        EXPECT_EQ(r.issues[n].line, expected[n].second) << r.issues[n].to_string();
+    }
+    EXPECT_EQ(find_issue(r, "sync.root[1].mode")->message,
+              "must be \"file\", \"append\" or \"sqlite\"");
+    EXPECT_EQ(find_issue(r, "service.fault_action")->value, "\"shutdown\"");
+}
+
 TEST(Config, SyntaxErrorReportsLineAndColumn) {
     auto r = parse_config("[ha]\nenable = true\nheartbeat_port = = 9527\n");
     EXPECT_FALSE(r.config);
@@ -277,6 +356,39 @@ TEST(Config, SyntaxErrorReportsLineAndColumn) {
     EXPECT_NE(r.issues[0].message.find("syntax error at column"), std::string::npos);
     EXPECT_EQ(r.issues[0].to_string().rfind("line 3: syntax error", 0), 0u)
         << r.issues[0].to_string();
+}
+
+TEST(Config, DuplicateKeyIsAnIssueNamingTheKeyAndLine) {
+    auto r = parse_config("[ha]\nenable = true\nheartbeat_port = 9527\nenable = false\n");
+    EXPECT_FALSE(r.config);
+    ASSERT_EQ(r.issues.size(), 1u) << issues_text(r);
+    EXPECT_EQ(r.issues[0].line, 4);
+    EXPECT_NE(r.issues[0].message.find("'enable'"), std::string::npos) << r.issues[0].message;
+    auto table = parse_config("[ha]\nenable = true\n[ha]\nenable = true\n");
+    EXPECT_FALSE(table.config);
+    ASSERT_EQ(table.issues.size(), 1u) << issues_text(table);
+    EXPECT_EQ(table.issues[0].line, 3);
+    EXPECT_NE(table.issues[0].message.find("'ha'"), std::string::npos);
+}
+
+TEST(Config, GarbageIsASyntaxErrorNotAConfig) {
+    for (std::string_view text :
+         {std::string_view("this is not toml {{{\n"), std::string_view("\x00\xff\xfe", 3),
+          std::string_view("[ha\nenable = true\n"), std::string_view("<?xml version=\"1.0\"?>\n"),
+          std::string_view("{\"ha\": {\"enable\": true}}\n")}) {
+        auto r = parse_config(text);
+        EXPECT_FALSE(r.config) << text;
+        ASSERT_EQ(r.issues.size(), 1u) << issues_text(r);
+        EXPECT_EQ(r.issues[0].line, 1);
+        EXPECT_EQ(r.issues[0].to_string().rfind("line 1: syntax error", 0), 0u)
+            << r.issues[0].to_string();
+    }
+}
+
+TEST(Config, CommentsOnlyFileIsTheDisabledDefault) {
+    auto r = parse_config("# nothing here yet\n\n   \n# [ha]\n# enable = true\n");
+    ASSERT_TRUE(r.config) << issues_text(r);
+    EXPECT_EQ(*r.config, Config{});
 }
 
 TEST(Config, UnknownKeySuggestsClosestKnownKey) {
@@ -396,6 +508,50 @@ lan_interface = "lan0"
         ASSERT_NE(i, nullptr) << bad;
         EXPECT_EQ(i->line, 2);
     }
+}
+
+TEST(Config, ClusterIpMustBeAHostAddressOfItsSubnet) {
+    const std::pair<std::string_view, std::string_view> bad[] = {
+        {"198.18.1.0/24", "network address"},
+        {"198.18.1.255/24", "broadcast address"},
+        {"198.18.1.127/25", "broadcast address"},
+        {"fd00:4a::/64", "subnet-router anycast"},
+        {"127.0.0.1/8", "loopback"},
+        {"::1", "loopback"},
+        {"169.254.10.1/16", "link-local"},
+        {"fe80::100/64", "link-local"},
+        {"::ffff:198.18.1.100/120", "IPv4-mapped"},
+        {"ff02::1/64", "multicast"},
+    };
+    for (const auto& [text, why] : bad) {
+        auto r = parse_config("[ha]\ncluster_ip = \"" + std::string(text) + "\"\n");
+        const auto* i = find_issue(r, "ha.cluster_ip");
+        ASSERT_NE(i, nullptr) << text << "\n" << issues_text(r);
+        EXPECT_EQ(i->line, 2) << text;
+        EXPECT_EQ(i->value, "\"" + std::string(text) + "\"") << text;  // as written
+        EXPECT_NE(i->message.find(why), std::string::npos) << text << ": " << i->message;
+    }
+    // /31 and /32 (and /127, /128) have no network or broadcast address.
+    for (std::string_view good : {"198.18.1.1/24", "198.18.1.254/24", "198.18.1.0/31",
+                                  "198.18.1.255/32", "fd00:4a::1/64", "fd00:4a::/128"}) {
+        auto r = parse_config("[ha]\ncluster_ip = \"" + std::string(good) + "\"\n");
+        EXPECT_TRUE(r.config) << good << "\n" << issues_text(r);
+    }
+}
+
+TEST(Config, PeerAddressesMustBeReachableUnicastHosts) {
+    for (std::string_view bad : {"127.0.0.2", "::1", "0.0.0.0", "255.255.255.255", "224.0.0.18"}) {
+        auto r = parse_with("peer_lan_ip = \"" + std::string(bad) + "\"");
+        const auto* i = find_issue(r, "ha.peer_lan_ip");
+        ASSERT_NE(i, nullptr) << bad << "\n" << issues_text(r);
+        EXPECT_NE(i->message.find("must be a unicast host address"), std::string::npos);
+    }
+    auto r = parse_config("[ha]\npeer_ip = \"127.0.0.1\"\n");
+    const auto* i = find_issue(r, "ha.peer_ip");
+    ASSERT_NE(i, nullptr) << issues_text(r);
+    EXPECT_EQ(i->to_string(),
+              "ha.peer_ip = \"127.0.0.1\" (line 2): is a loopback address (the peer cannot reach "
+              "it): must be a unicast host address such as \"198.18.0.2\"");
 }
 
 TEST(Config, PeerMacMustBeUnicast) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -56,8 +57,8 @@ Commands:
   help [COMMAND]         this text, or the help of one command
 
 Options:
-  --socket PATH          control socket of the agent (default: $FCM_HA_SOCKET, else
-                         control_socket from --config, else /run/fcm-ha/agent.sock)
+  --socket PATH          control socket of the agent (default: control_socket from
+                         --config, else $FCM_HA_SOCKET, else /run/fcm-ha/agent.sock)
   --config FILE          take the control socket path from this agent configuration
   --json                 print the agent's JSON answer instead of the human form
   --timeout SECONDS      how long to wait for the agent (default 10, switch 60)
@@ -153,13 +154,19 @@ struct Cli {
     std::vector<std::string> args;
 };
 
-int usage_error(const std::string& message) {
+void print(std::string_view text) {
+    std::fwrite(text.data(), 1, text.size(), stdout);
+}
+
+// A bad command line: the message on stderr, and with --json the same as {"ok": false, ...} on
+// stdout, so a script reading stdout gets JSON whatever went wrong.
+int usage_error(bool json_out, const std::string& message) {
+    if (json_out) print(json{{"ok", false}, {"error", message}}.dump(2) + "\n");
     std::fprintf(stderr, "fcm-hactl: %s (see fcm-hactl --help)\n", message.c_str());
     return kExitUsage;
 }
-
-void print(std::string_view text) {
-    std::fwrite(text.data(), 1, text.size(), stdout);
+int usage_error(const Cli& cli, const std::string& message) {
+    return usage_error(cli.json, message);
 }
 
 std::optional<std::uint64_t> parse_uint(std::string_view s) {
@@ -257,7 +264,7 @@ int agent_call(const Cli& cli, const json& request, std::chrono::milliseconds de
                Render render, std::string_view refused_prefix = "") {
     std::string error;
     auto socket = resolve_socket(cli, error);
-    if (!socket) return usage_error(error);
+    if (!socket) return usage_error(cli, error);
     auto answer = ha::api::call(*socket, request, cli.timeout.value_or(default_timeout));
     if (!answer) {
         const auto& e = answer.error();
@@ -277,6 +284,8 @@ int agent_call(const Cli& cli, const json& request, std::chrono::milliseconds de
         std::string reason = a.contains("error") && a["error"].is_string()
                                  ? a["error"].get<std::string>()
                                  : std::string("the agent gave no reason");
+        // "force switch refused: ..." from the agent needs no "switch refused: " in front.
+        if (reason.find("refused") != std::string::npos) refused_prefix = {};
         std::fprintf(stderr, "%.*s%s\n", static_cast<int>(refused_prefix.size()),
                      refused_prefix.data(), reason.c_str());
         return kExitFailed;
@@ -301,7 +310,7 @@ std::string issue_line(const std::string& file, const ha::core::ConfigIssue& is)
 
 int config_check(const Cli& cli, const std::string& file) {
     auto text = ha::read_file(file);
-    if (!text) return usage_error("config check: cannot read " + text.error().message());
+    if (!text) return usage_error(cli, "config check: " + text.error().message());
     auto report = ha::core::parse_config(*text);
     std::vector<ha::core::ConfigIssue> issues = report.issues;
     if (report.config) {
@@ -330,17 +339,17 @@ int config_check(const Cli& cli, const std::string& file) {
 }
 
 int keygen(const Cli& cli, const std::string& file) {
+    auto failed = [&](const std::string& message) {
+        if (cli.json) print(json{{"ok", false}, {"file", file}, {"error", message}}.dump(2) + "\n");
+        std::fprintf(stderr, "fcm-hactl: keygen: %s\n", message.c_str());
+        return kExitFailed;
+    };
     if (!cli.force && ::access(file.c_str(), F_OK) == 0) {
-        std::fprintf(stderr,
-                     "fcm-hactl: keygen: %s exists; both boxes must hold the same key, so it is "
-                     "kept (use --force to replace it)\n",
-                     file.c_str());
-        return kExitFailed;
+        return failed(file +
+                      " exists; both boxes must hold the same key, so it is kept (use --force to "
+                      "replace it)");
     }
-    if (auto st = ha::write_new_key_file(file); !st) {
-        std::fprintf(stderr, "fcm-hactl: keygen: %s\n", st.error().message().c_str());
-        return kExitFailed;
-    }
+    if (auto st = ha::write_new_key_file(file); !st) return failed(st.error().message());
     if (cli.json) {
         print(json{{"ok", true}, {"file", file}}.dump(2) + "\n");
     } else {
@@ -352,9 +361,9 @@ int keygen(const Cli& cli, const std::string& file) {
 int expect_args(const Cli& cli, std::size_t n, const std::string& usage) {
     if (cli.args.size() == n) return -1;
     if (cli.args.size() > n) {
-        return usage_error("unexpected argument '" + cli.args[n] + "'; usage: " + usage);
+        return usage_error(cli, "unexpected argument '" + cli.args[n] + "'; usage: " + usage);
     }
-    return usage_error("missing argument; usage: " + usage);
+    return usage_error(cli, "missing argument; usage: " + usage);
 }
 
 int run(const Cli& cli) {
@@ -365,7 +374,10 @@ int run(const Cli& cli) {
         return req;
     };
     if (cli.limit && cmd != "log" && cmd != "events") {
-        return usage_error("--limit applies only to log and events, not '" + cmd + "'");
+        return usage_error(cli, "--limit applies only to log and events, not '" + cmd + "'");
+    }
+    if (cli.force && cmd != "keygen") {
+        return usage_error(cli, "--force applies only to keygen, not '" + cmd + "'");
     }
 
     if (cmd == "status") {
@@ -404,14 +416,14 @@ int run(const Cli& cli) {
                 },
                 "config set refused: ");
         }
-        return usage_error(s.empty() ? "config needs show, check FILE or set KEY VALUE"
-                                     : "unknown config subcommand '" + s + "'");
+        return usage_error(cli, s.empty() ? "config needs show, check FILE or set KEY VALUE"
+                                          : "unknown config subcommand '" + s + "'");
     }
     if (cmd == "log") {
         std::string s = sub();
         if (s != "backup" && s != "failover") {
-            return usage_error(s.empty() ? "log needs backup or failover"
-                                         : "unknown log '" + s + "' (backup or failover)");
+            return usage_error(cli, s.empty() ? "log needs backup or failover"
+                                              : "unknown log '" + s + "' (backup or failover)");
         }
         if (int rc = expect_args(cli, 2, "fcm-hactl log backup|failover"); rc >= 0) return rc;
         return agent_call(cli, limit_json({{"cmd", "log"}, {"which", s}}), kDefaultTimeout,
@@ -441,8 +453,8 @@ int run(const Cli& cli) {
                 [](const json& a) { return message_or(a, "full backup started"); },
                 "sync full refused: ");
         }
-        return usage_error(s.empty() ? "sync needs status or full"
-                                     : "unknown sync subcommand '" + s + "'");
+        return usage_error(
+            cli, s.empty() ? "sync needs status or full" : "unknown sync subcommand '" + s + "'");
     }
     if (cmd == "keygen") {
         if (int rc = expect_args(cli, 2, "fcm-hactl keygen FILE"); rc >= 0) return rc;
@@ -452,21 +464,21 @@ int run(const Cli& cli) {
         if (int rc = expect_args(cli, 3, "fcm-hactl debug SUBSYS on|off"); rc >= 0) return rc;
         const std::string& onoff = cli.args[2];
         if (onoff != "on" && onoff != "off") {
-            return usage_error("debug: '" + onoff + "' must be on or off");
+            return usage_error(cli, "debug: '" + onoff + "' must be on or off");
         }
         bool on = onoff == "on";
         return agent_call(
             cli, {{"cmd", "debug"}, {"subsystem", cli.args[1]}, {"on", on}}, kDefaultTimeout,
             [&](const json&) { return "debug logging for " + cli.args[1] + ": " + onoff + "\n"; });
     }
-    return usage_error("unknown command '" + cmd + "'");
+    return usage_error(cli, "unknown command '" + cmd + "'");
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int hactl_main(int argc, char** argv) {
     Cli cli;
-    if (auto err = parse_args(argc, argv, cli); !err.empty()) return usage_error(err);
+    // --json may follow the bad argument: look for it first, so the error is JSON too.
+    for (int i = 1; i < argc; ++i) cli.json = cli.json || std::string_view(argv[i]) == "--json";
+    if (auto err = parse_args(argc, argv, cli); !err.empty()) return usage_error(cli, err);
     if (!cli.args.empty() && cli.args[0] == "help") {
         cli.help = true;
         cli.args.erase(cli.args.begin());
@@ -477,13 +489,36 @@ int main(int argc, char** argv) {
             return kExitOk;
         }
         auto it = kCommandHelp.find(cli.args[0]);
-        if (it == kCommandHelp.end()) return usage_error("unknown command '" + cli.args[0] + "'");
+        if (it == kCommandHelp.end())
+            return usage_error(cli, "unknown command '" + cli.args[0] + "'");
         print(it->second);
         return kExitOk;
     }
     if (cli.args.empty()) {
-        print(kMainHelp);
+        if (cli.json) return usage_error(cli, "no command given");
+        std::fputs(kMainHelp.data(), stderr);
         return kExitUsage;
     }
     return run(cli);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool json_out = false;
+    for (int i = 1; i < argc; ++i) json_out = json_out || std::string_view(argv[i]) == "--json";
+    auto report = [&](const std::string& message, int code) {
+        if (json_out) print(json{{"ok", false}, {"error", message}}.dump(2) + "\n");
+        std::fprintf(stderr, "fcm-hactl: %s\n", message.c_str());
+        return code;
+    };
+    // nlohmann::json throws on an answer of the wrong shape ({"ok": "yes"}): that is the agent
+    // talking nonsense (exit 4), not a reason for the CLI to abort with a core dump.
+    try {
+        return hactl_main(argc, argv);
+    } catch (const json::exception& e) {
+        return report(std::string("malformed answer from the agent: ") + e.what(), kExitComm);
+    } catch (const std::exception& e) {
+        return report(std::string("internal error: ") + e.what(), kExitFailed);
+    }
 }

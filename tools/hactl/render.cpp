@@ -34,6 +34,19 @@ std::optional<std::uint64_t> count(const json& j, const char* key) {
     return v->get<std::uint64_t>();
 }
 
+// The guide writes station types and roles capitalised ("Primary", "Standby").
+std::string capitalised(std::string word) {
+    if (!word.empty() && word[0] >= 'a' && word[0] <= 'z')
+        word[0] = static_cast<char>(word[0] - 32);
+    return word;
+}
+
+// An all-zero MAC means the agent has not opened its NICs (HA off, or not started yet).
+std::string mac_text(const json& j, const char* key) {
+    std::string mac = text(j, key);
+    return mac.empty() || mac == "00:00:00:00:00:00" ? "-" : mac;
+}
+
 std::string us_text(std::uint64_t us) {
     if (us >= 1'000'000) return fmt::format("{:.3g}s", static_cast<double>(us) / 1e6);
     if (us >= 1'000) return fmt::format("{:.3g}ms", static_cast<double>(us) / 1e3);
@@ -115,10 +128,11 @@ std::string render_status(const json& s) {
         if (auto eta = count(*b, "eta_s")) backup += ", ETA " + human_seconds(*eta);
     }
     out += "HA Full Backup Status: " + backup + "\n";
-    out += "MAC Address of Current FCM: " + text(s, "mac") + "\n";
+    out += "MAC Address of Current FCM: " + mac_text(s, "mac") + "\n";
     out += "Role of Current FCM: " + text(s, "role") + "\n";
     out += "\n";
-    out += "Station Type: " + text(s, "station") + "\n";
+    const std::string station = text(s, "station");
+    out += "Station Type: " + (station.empty() ? "-" : capitalised(station)) + "\n";
     if (find(s, "node")) out += "Node: " + text(s, "node") + "\n";
     out += "Term: " + text(s, "term") + "\n";
     if (auto up = count(s, "uptime_s")) out += "Uptime: " + human_seconds(*up) + "\n";
@@ -129,8 +143,8 @@ std::string render_status(const json& s) {
     }
     if (const json* p = find(s, "peer"); p != nullptr && p->is_object() && !p->empty()) {
         std::string line = "Peer: " + text(*p, "address");
-        line += ", MAC " + text(*p, "mac") + ", role " + text(*p, "role");
-        if (find(*p, "station")) line += ", station " + text(*p, "station");
+        line += ", MAC " + mac_text(*p, "mac") + ", role " + text(*p, "role");
+        if (find(*p, "station")) line += ", station " + capitalised(text(*p, "station"));
         if (find(*p, "term")) line += ", term " + text(*p, "term");
         if (auto seen = count(*p, "last_seen_ms")) {
             line += fmt::format(", last seen {}ms ago", *seen);
