@@ -158,6 +158,15 @@ class PairSim {
                    << " box" << i << " " << describe(a) << "\n";
             if (std::holds_alternative<AcProbeClusterIp>(a)) {
                 b.probe_done_at = now_ + 3ms;
+                // A standby starts a takeover only on evidence: every path lost, or the peer's
+                // kernel saying its agent is gone or hung, or the peer handing over.
+                const std::string why = b.m->snapshot().last_reason;
+                if (why == "heartbeat lost on all paths") {
+                    EXPECT_FALSE(b.live[0].alive() || b.live[1].alive())
+                        << "box" << i << " probes for a takeover while a path is alive; seed "
+                        << seed_ << "\n"
+                        << tail();
+                }
             } else if (std::holds_alternative<AcAcquireClusterIp>(a)) {
                 // Invariant: a promotion never happens while the peer answers for the IP on a
                 // LAN where it can be heard.
