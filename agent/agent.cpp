@@ -259,6 +259,13 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
             }
         }
     }
+    // With HA off there is no announcer; status still shows this box's LAN MAC (the guide's
+    // "MAC Address of Current UCM").
+    if (!a.cfg.enable && !a.cfg.lan_interface.empty()) {
+        if (auto cp = nl::CarrierProbe::create()) {
+            if (auto m = cp->mac(a.cfg.lan_interface)) a.own_mac = *m;
+        }
+    }
 
     core::MachineConfig mc =
         core::MachineConfig::from(a.cfg, a.build.model, a.build.proto, a.build.version, a.own_mac);
@@ -995,7 +1002,8 @@ int Agent::Impl::loop() {
     dispatch(t0);
     if (sync) sync->set_role(machine->state());
     if (sd_watchdog_enabled(0, &watchdog_usec) <= 0) watchdog_usec = 0;
-    sd_notify(0, "READY=1");
+    sd_notifyf(0, "READY=1\nSTATUS=%s (%s)", role_text(machine->state()).c_str(),
+               std::string(core::to_string(machine->ha_status())).c_str());
     log::info("agent", "running: station={} state={} term={} heartbeat={} cluster_ip={}",
               cfg.station_type ? std::string(core::to_string(*cfg.station_type)) : "-",
               core::to_string(machine->state()), machine->term(), hb ? hb->mode() : "off",

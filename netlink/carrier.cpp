@@ -32,4 +32,15 @@ Result<bool> CarrierProbe::running(const std::string& ifname) const {
     return link.data != 0;
 }
 
+Result<MacAddr> CarrierProbe::mac(const std::string& ifname) const {
+    if (ifname.empty() || ifname.size() >= IFNAMSIZ)
+        return fail(fmt::format("interface name '{}' is not valid", ifname));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    if (::ioctl(fd_.get(), SIOCGIFHWADDR, &ifr) != 0) return last_errno("SIOCGIFHWADDR " + ifname);
+    MacAddr m;
+    std::memcpy(m.bytes.data(), ifr.ifr_hwaddr.sa_data, m.bytes.size());
+    return m;
+}
+
 }  // namespace ha::nl

@@ -11,6 +11,7 @@
 
 #include <string>
 
+#include "common/net_types.hpp"
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 
@@ -21,6 +22,8 @@ class CarrierProbe {
     static Result<CarrierProbe> create();
     // True when `ifname` is administratively up and has carrier. Errors: no such interface.
     [[nodiscard]] Result<bool> running(const std::string& ifname) const;
+    // The NIC's hardware address (SIOCGIFHWADDR).
+    [[nodiscard]] Result<MacAddr> mac(const std::string& ifname) const;
 
   private:
     explicit CarrierProbe(UniqueFd fd) : fd_(std::move(fd)) {}

@@ -166,6 +166,9 @@ Status EventStore::rotate(Stream s) {
         }
     }
     const std::string first = base + ".1";
+    // Durable before it leaves the live name: the flusher only syncs live files.
+    if (fds_[index(s)] && ::fdatasync(fds_[index(s)].get()) != 0)
+        return last_errno("fdatasync before rotating " + base);
     if (::rename(base.c_str(), first.c_str()) != 0) {
         return last_errno(fmt::format("rotate {} -> {}", base, first));
     }
