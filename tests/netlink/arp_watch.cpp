@@ -9,6 +9,8 @@
 //   start mono_us=... iface=... ip=... interval_us=... src=...
 //   reply t_us=... mono_us=... mac=... first=0|1     the answering MAC differs from the last one
 //   conflict t_us=... mono_us=... round=... macs=A,B two MACs answered within one round
+//   gap t_us=... mono_us=... silent_us=... rounds=... send_errors=...   a reply after 10 ms or more
+//       without one: how long, how many requests went out meanwhile, how many sends failed
 //   mac mac=... first_t_us=... first_mono_us=... replies=...     (at exit, per MAC)
 //   summary rounds=... replies=... conflicts=...
 // Exit: 0 no conflict, 1 conflict seen, 2 bad arguments, 3 system error. Stops after
@@ -31,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -158,6 +161,9 @@ int main(int argc, char** argv) {
     std::uint64_t rounds = 0;
     std::uint64_t replies = 0;
     std::uint64_t conflicts = 0;
+    std::uint64_t send_errors = 0;
+    std::optional<ha::TimePoint> last_reply;
+    std::uint64_t last_reply_round = 0, last_reply_send_errors = 0;
     ha::TimePoint next_send = start;
     std::array<std::uint8_t, 256> buf{};
     while (g_stop == 0) {
@@ -165,9 +171,10 @@ int main(int argc, char** argv) {
         if (now >= end) break;
         if (now >= next_send) {
             if (::sendto(sock.get(), request.data(), request.size(), 0,
-                         reinterpret_cast<const sockaddr*>(&dst), sizeof dst) < 0 &&
-                errno != ENOBUFS && errno != EAGAIN)
-                return sys_error("sendto");
+                         reinterpret_cast<const sockaddr*>(&dst), sizeof dst) < 0) {
+                if (errno != ENOBUFS && errno != EAGAIN) return sys_error("sendto");
+                ++send_errors;
+            }
             ++rounds;
             round_macs.clear();
             next_send += interval;
@@ -192,6 +199,16 @@ int main(int argc, char** argv) {
             const std::uint64_t mono_us = ha::to_mono_ns(t) / 1000;
             const std::string mac = claim->mac.to_string();
             ++replies;
+            if (last_reply && t - *last_reply >= ha::milliseconds(10))
+                std::printf(
+                    "gap t_us=%llu mono_us=%llu silent_us=%llu rounds=%llu send_errors=%llu\n",
+                    static_cast<unsigned long long>(t_us), static_cast<unsigned long long>(mono_us),
+                    static_cast<unsigned long long>(us_of(t - *last_reply)),
+                    static_cast<unsigned long long>(rounds - last_reply_round),
+                    static_cast<unsigned long long>(send_errors - last_reply_send_errors));
+            last_reply = t;
+            last_reply_round = rounds;
+            last_reply_send_errors = send_errors;
             auto [it, first] = macs.try_emplace(mac, MacStats{t_us, mono_us, 0});
             ++it->second.replies;
             if (mac != last_mac)
@@ -217,8 +234,9 @@ int main(int argc, char** argv) {
                     static_cast<unsigned long long>(s.first_t_us),
                     static_cast<unsigned long long>(s.first_mono_us),
                     static_cast<unsigned long long>(s.replies));
-    std::printf("summary rounds=%llu replies=%llu conflicts=%llu\n",
+    std::printf("summary rounds=%llu replies=%llu conflicts=%llu send_errors=%llu\n",
                 static_cast<unsigned long long>(rounds), static_cast<unsigned long long>(replies),
-                static_cast<unsigned long long>(conflicts));
+                static_cast<unsigned long long>(conflicts),
+                static_cast<unsigned long long>(send_errors));
     return conflicts > 0 ? 1 : 0;
 }
