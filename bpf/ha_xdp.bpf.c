@@ -10,6 +10,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/pkt_cls.h>
 #include <linux/udp.h>
 
 #include <bpf/bpf_endian.h>
@@ -127,7 +128,7 @@ static __always_inline int agent_stale(const struct ha_agent_state* st, __u64 no
  * process's files as it exits, so this is known at the next packet, long before a stale tick
  * would say so. The lifeline is a socket nothing else uses (no I/O in flight keeps it open after
  * the process died). A hung (stopped) agent still holds it; the tick covers that case. */
-static __always_inline int agent_gone(struct xdp_md* ctx, const struct ha_cfg* cfg) {
+static __always_inline int agent_gone(void* ctx, const struct ha_cfg* cfg) {
     if (cfg->lifeline_port == 0) return 0;
     struct bpf_sock_tuple t = {};
     t.ipv4.daddr = bpf_htonl(0x7f000001); /* 127.0.0.1 */
@@ -138,39 +139,49 @@ static __always_inline int agent_gone(struct xdp_md* ctx, const struct ha_cfg* c
     return 0;
 }
 
+/* Is this box fenced: an authenticated Fence from the peer, a stale tick, or the agent gone? */
+static __always_inline int fenced_now(void* ctx, const struct ha_cfg* cfg) {
+    __u32 key = 0;
+    struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
+    struct ha_fence_val* fence = bpf_map_lookup_elem(&ha_fence, &key);
+    if (!st || !fence) return 0;
+    return fence->fenced || agent_stale(st, bpf_ktime_get_ns()) || agent_gone(ctx, cfg);
+}
+
+/* The cluster IP in an Ethernet frame: as ARP target or sender (want_sender: sender only), or as
+ * IPv4 destination (want_sender: source). Returns the counter to bump when it is dropped, or -1. */
+static __always_inline int cluster_ip_frame(struct ethhdr* eth, void* data_end, __be32 vip,
+                                            int want_sender) {
+    if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+        struct arphdr* arp = (void*)(eth + 1);
+        struct arp_eth_ip4* body = (void*)(arp + 1);
+        if ((void*)(body + 1) > data_end) return -1;
+        if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
+            arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
+            return -1;
+        if (body->spa == vip || (!want_sender && body->tpa == vip))
+            return want_sender ? HA_CNT_FENCE_TX : HA_CNT_FENCE_ARP;
+        return -1;
+    }
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr* ip = (void*)(eth + 1);
+        if ((void*)(ip + 1) > data_end) return -1;
+        if ((want_sender ? ip->saddr : ip->daddr) == vip)
+            return want_sender ? HA_CNT_FENCE_TX : HA_CNT_FENCE_IP4;
+    }
+    return -1;
+}
+
 /* LAN program: drop ARP and IPv4 for the cluster IP while fenced, stale or gone. Returns a verdict
- * or CONTINUE. Ingress only: the kernel's own transmissions are not seen here. */
+ * or CONTINUE. Ingress only: ha_tc_fence below covers what the box sends. */
 static __always_inline int fence_check(struct xdp_md* ctx, struct ethhdr* eth, void* data_end) {
     __u32 key = 0;
     struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
     if (!cfg || cfg->cluster_ip4 == 0) return CONTINUE;
-
     /* Only frames for the cluster IP pay for the checks below. */
-    __u32 counter;
-    if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
-        struct arphdr* arp = (void*)(eth + 1);
-        struct arp_eth_ip4* body = (void*)(arp + 1);
-        if ((void*)(body + 1) > data_end) return CONTINUE;
-        if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->ar_pro != bpf_htons(ETH_P_IP) ||
-            arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
-            return CONTINUE;
-        if (body->tpa != cfg->cluster_ip4 && body->spa != cfg->cluster_ip4) return CONTINUE;
-        counter = HA_CNT_FENCE_ARP;
-    } else if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-        struct iphdr* ip = (void*)(eth + 1);
-        if ((void*)(ip + 1) > data_end) return CONTINUE;
-        if (ip->daddr != cfg->cluster_ip4) return CONTINUE;
-        counter = HA_CNT_FENCE_IP4;
-    } else {
-        return CONTINUE;
-    }
-
-    struct ha_agent_state* st = bpf_map_lookup_elem(&ha_state, &key);
-    struct ha_fence_val* fence = bpf_map_lookup_elem(&ha_fence, &key);
-    if (!st || !fence) return CONTINUE;
-    if (!fence->fenced && !agent_stale(st, bpf_ktime_get_ns()) && !agent_gone(ctx, cfg))
-        return CONTINUE;
-    count(counter);
+    const int counter = cluster_ip_frame(eth, data_end, cfg->cluster_ip4, 0);
+    if (counter < 0 || !fenced_now(ctx, cfg)) return CONTINUE;
+    count((__u32)counter);
     return XDP_DROP;
 }
 
@@ -384,6 +395,26 @@ int ha_xdp_hb(struct xdp_md* ctx) {
     }
     if (eth->h_proto == bpf_htons(ETH_P_IP)) return handle_ipv4(ctx, eth, data_end);
     return XDP_PASS;
+}
+
+/* LAN egress (tc clsact): while fenced, stale or gone, nothing leaves this box with the cluster IP
+ * as its sender, no ARP and no IPv4. A box whose agent died keeps the address in its kernel and
+ * may keep its PBX running: without this, a retransmitted SIP answer or the kernel's own ARP
+ * request (which phones learn the sender's MAC from) would still speak for the cluster IP after
+ * the peer took it over. Attached with a filter, not a link: it stays when the agent dies. */
+SEC("tc")
+int ha_tc_fence(struct __sk_buff* skb) {
+    void* data = (void*)(long)skb->data;
+    void* data_end = (void*)(long)skb->data_end;
+    struct ethhdr* eth = data;
+    if ((void*)(eth + 1) > data_end) return TC_ACT_OK;
+    __u32 key = 0;
+    struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
+    if (!cfg || cfg->cluster_ip4 == 0) return TC_ACT_OK;
+    const int counter = cluster_ip_frame(eth, data_end, cfg->cluster_ip4, 1);
+    if (counter < 0 || !fenced_now(skb, cfg)) return TC_ACT_OK;
+    count((__u32)counter);
+    return TC_ACT_SHOT;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/if_link.h>
+#include <net/if.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -26,6 +27,10 @@ namespace {
 constexpr std::string_view kLog = "bpf";
 constexpr long kBpfFsMagic = 0xcafe4a11;  // BPF_FS_MAGIC, <linux/magic.h>
 constexpr const char* kLinkPin = "link";
+// The LAN egress fence (ha_tc_fence) is a tc filter on the clsact egress hook: no link to pin, it
+// stays attached when the agent dies, and a new start replaces it by this handle and priority.
+constexpr std::uint32_t kTcHandle = 0xfc4a;
+constexpr std::uint32_t kTcPriority = 0xfc;
 // Every map pin, plus names earlier versions pinned (ha_stats grew into ha_stats_v2), so a start,
 // a replacement or an uninstall never leaves one behind.
 constexpr std::array<const char*, 6> kMapPins{"ha_config", "ha_state",    "ha_fence",
@@ -107,6 +112,39 @@ std::uint32_t link_ifindex(int link_fd) {
     std::uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) return 0;
     return info.type == BPF_LINK_TYPE_XDP ? info.xdp.ifindex : 0;
+}
+
+bpf_tc_hook egress_hook(int ifindex) {
+    bpf_tc_hook h{};
+    h.sz = sizeof h;
+    h.ifindex = ifindex;
+    h.attach_point = BPF_TC_EGRESS;
+    return h;
+}
+
+Status attach_tc_fence(int ifindex, int prog_fd) {
+    bpf_tc_hook hook = egress_hook(ifindex);
+    if (const int err = bpf_tc_hook_create(&hook); err != 0 && err != -EEXIST)
+        return errno_error(err, fmt::format("tc clsact on ifindex {}", ifindex));
+    bpf_tc_opts o{};
+    o.sz = sizeof o;
+    o.handle = kTcHandle;
+    o.priority = kTcPriority;
+    o.prog_fd = prog_fd;
+    o.flags = BPF_TC_F_REPLACE;
+    if (const int err = bpf_tc_attach(&hook, &o); err != 0)
+        return errno_error(err, fmt::format("tc egress fence on ifindex {}", ifindex));
+    return {};
+}
+
+void detach_tc_fence(int ifindex) {
+    bpf_tc_hook hook = egress_hook(ifindex);
+    bpf_tc_opts o{};
+    o.sz = sizeof o;
+    o.handle = kTcHandle;
+    o.priority = kTcPriority;
+    if (const int err = bpf_tc_detach(&hook, &o); err != 0 && err != -ENOENT && err != -EINVAL)
+        log::warn(kLog, "ifindex={} tc egress fence detach: {}", ifindex, std::strerror(-err));
 }
 
 void unlink_quiet(const std::string& path) {
@@ -227,6 +265,11 @@ Status Responder::load_and_attach(const ResponderOptions& opts) {
             }
         }
     }
+    if (opts.is_lan) {
+        if (auto st = attach_tc_fence(ifindex_, bpf_program__fd(skel_->progs.ha_tc_fence)); !st)
+            return st;
+        tc_fence_ = true;
+    }
     bpf_xdp_query_opts q{};
     q.sz = sizeof(q);
     if (bpf_xdp_query(ifindex_, 0, &q) == 0) mode_ = attach_mode_name(q.attach_mode);
@@ -244,6 +287,8 @@ Status Responder::remove_pins(const std::string& pin_root, const std::string& if
         return errno == ENOENT ? Status{} : last_errno("stat " + dir);
     auto lock = PinDirLock::lock(dir);
     if (!lock) return unexpected(lock.error());
+    if (const unsigned ifindex = if_nametoindex(ifname.c_str()); ifindex != 0)
+        detach_tc_fence(static_cast<int>(ifindex));
     const std::string link_path = dir + "/" + kLinkPin;
     const int link = bpf_obj_get(link_path.c_str());
     if (link >= 0) {
@@ -270,6 +315,7 @@ Responder& Responder::operator=(Responder&& o) noexcept {
         ifindex_ = std::exchange(o.ifindex_, 0);
         mode_ = std::exchange(o.mode_, "none");
         adopted_ = std::exchange(o.adopted_, false);
+        tc_fence_ = std::exchange(o.tc_fence_, false);
         cfg_ = o.cfg_;
     }
     return *this;
@@ -280,7 +326,10 @@ Responder::~Responder() {
 }
 
 void Responder::reset() {
-    // Closing our link fd does not detach a pinned link: the pin holds a reference.
+    // Closing our link fd does not detach a pinned link: the pin holds a reference. The tc
+    // filter stays too, unless nothing was pinned (then the attachment ends with us).
+    if (tc_fence_ && pin_dir_.empty()) detach_tc_fence(ifindex_);
+    tc_fence_ = false;
     link_.reset();
     if (skel_) ha_xdp::destroy(skel_);
     skel_ = nullptr;
@@ -386,6 +435,10 @@ Result<std::optional<PeerSeen>> Responder::last_request() const {
 }
 
 Status Responder::detach_and_unpin() {
+    if (tc_fence_) {
+        detach_tc_fence(ifindex_);
+        tc_fence_ = false;
+    }
     if (link_) {
         if (const int err = bpf_link_detach(link_.get()); err != 0 && err != -ENOLINK)
             log::warn(kLog, "ifname={} bpf_link_detach: {}", ifname_, std::strerror(-err));
@@ -420,6 +473,18 @@ Result<TestRunResult> Responder::run_once(std::span<const std::uint8_t> frame) c
     res.verdict = o.retval;
     res.frame.resize(o.data_size_out);
     return res;
+}
+
+Result<std::uint32_t> Responder::run_tc_once(std::span<const std::uint8_t> frame) const {
+    bpf_test_run_opts o{};
+    o.sz = sizeof(o);
+    o.data_in = frame.data();
+    o.data_size_in = static_cast<std::uint32_t>(frame.size());
+    o.repeat = 1;
+    if (const int err = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.ha_tc_fence), &o);
+        err != 0)
+        return errno_error(err, "bpf_prog_test_run_opts ha_tc_fence");
+    return o.retval;
 }
 
 // ---- PassProgram ----

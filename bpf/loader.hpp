@@ -6,10 +6,11 @@
 // counters()/last_request() from the loop (no per-packet wake-ups, no fds to watch).
 //
 // Lifetime: the XDP attachment is a bpf_link pinned at <pin_root>/<ifname>/link together with the
-// maps, so destroying a Responder (or kill -9 of the agent) leaves the program answering (stale
-// once alive_until_ns passes) and fencing. The next create() for the same ifname re-adopts the link
-// and maps and swaps in the freshly loaded program (bpf_link_update: no gap in answering). Only
-// detach_and_unpin() (clean stop) removes the attachment and the pins.
+// maps (on the LAN NIC also the egress fence, a tc filter that needs no pin), so destroying a
+// Responder (or kill -9 of the agent) leaves the program answering (stale once alive_until_ns
+// passes) and fencing. The next create() for the same ifname re-adopts the link and maps and swaps
+// in the freshly loaded program (bpf_link_update: no gap in answering). Only detach_and_unpin()
+// (clean stop) removes the attachment and the pins.
 #pragma once
 
 #include <array>
@@ -117,6 +118,8 @@ class Responder {
 
     // Runs the loaded program once on `frame` through BPF_PROG_TEST_RUN (tests, bench/).
     Result<TestRunResult> run_once(std::span<const std::uint8_t> frame) const;
+    // The same for the LAN egress fence (ha_tc_fence): the TC_ACT_* verdict for a frame sent.
+    Result<std::uint32_t> run_tc_once(std::span<const std::uint8_t> frame) const;
 
   private:
     Responder() = default;
@@ -131,7 +134,8 @@ class Responder {
     int ifindex_ = 0;
     std::string_view mode_ = "none";
     bool adopted_ = false;
-    ha_cfg cfg_{};  // our copy of ha_config[0]; the agent is its only writer
+    bool tc_fence_ = false;  // LAN NIC: ha_tc_fence attached on egress
+    ha_cfg cfg_{};           // our copy of ha_config[0]; the agent is its only writer
 };
 
 // A minimal XDP_PASS program on an interface. On veth, an XDP_TX frame is delivered into the

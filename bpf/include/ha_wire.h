@@ -174,7 +174,8 @@ HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_peer_val, seq_end) == 104, "ha_peer_va
 #define HA_CNT_FENCE_ARP 14     /* cluster-IP ARP dropped while fenced (LAN program) */
 #define HA_CNT_FENCE_IP4 15     /* IPv4 to the cluster IP dropped while fenced (LAN program) */
 #define HA_CNT_TX_GONE 16       /* of the requests answered, answered with AGENT_GONE */
-#define HA_CNT_MAX 17
+#define HA_CNT_FENCE_TX 17 /* ARP/IPv4 sent from the cluster IP dropped while fenced (LAN tc) */
+#define HA_CNT_MAX 18
 
 struct ha_counters {
     __u64 rx_request;
@@ -194,6 +195,7 @@ struct ha_counters {
     __u64 fence_arp;
     __u64 fence_ip4;
     __u64 tx_gone;
+    __u64 fence_tx;
 };
 HA_WIRE_ASSERT(sizeof(struct ha_counters) == 8UL * HA_CNT_MAX, "ha_counters size");
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, drop_replay) == 8UL * HA_CNT_DROP_REPLAY,
@@ -201,6 +203,8 @@ HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, drop_replay) == 8UL * HA_CNT
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, fence_ip4) == 8UL * HA_CNT_FENCE_IP4,
                "ha_counters index");
 HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, tx_gone) == 8UL * HA_CNT_TX_GONE,
+               "ha_counters index");
+HA_WIRE_ASSERT(HA_WIRE_OFFSETOF(struct ha_counters, fence_tx) == 8UL * HA_CNT_FENCE_TX,
                "ha_counters index");
 
 #endif /* HA_WIRE_H */

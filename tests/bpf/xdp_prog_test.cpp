@@ -1,6 +1,7 @@
 // The XDP heartbeat program under BPF_PROG_TEST_RUN: replies, drops by reason, stale tick, fencing.
 #include <gtest/gtest.h>
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -354,6 +355,39 @@ TEST_F(XdpLanProg, FenceMessageDropsClusterIpTraffic) {
 
     ASSERT_TRUE(resp_->set_fence(false));
     EXPECT_EQ(run(arp_vip).verdict, XDP_PASS);
+}
+
+TEST_F(XdpLanProg, NothingLeavesFromTheClusterIpWhileFenced) {
+    // tc egress: a fenced box's kernel and PBX must not speak for the cluster IP any more.
+    const Bytes garp = FrameBuilder::arp(kOurMac, kClusterIp, kClusterIp);
+    const Bytes sip_from_vip = FrameBuilder()
+                                   .eth(kOurMac, kPeerMac)
+                                   .ipv4(kClusterIp, kPeerIp)
+                                   .udp(5060, 5060)
+                                   .payload(std::vector<std::uint8_t>(20, 0))
+                                   .build();
+    const Bytes arp_from_own_ip = FrameBuilder::arp(kOurMac, kOurIp, kPeerIp);
+    auto verdict = [&](const Bytes& f) {
+        auto r = resp_->run_tc_once(f);
+        EXPECT_TRUE(r) << r.error().message();
+        return r.value_or(0xffffffffu);
+    };
+    EXPECT_EQ(verdict(garp), static_cast<std::uint32_t>(TC_ACT_OK)) << "serving: announce away";
+    EXPECT_EQ(verdict(sip_from_vip), static_cast<std::uint32_t>(TC_ACT_OK));
+    const MsgBytes fence = build_control(HA_CTRL_FENCE, node(2, 2, 8), kKey, make_seq(1, 1), 9, 7);
+    ASSERT_EQ(run(frame(fence)).verdict, XDP_PASS);
+    EXPECT_EQ(verdict(garp), static_cast<std::uint32_t>(TC_ACT_SHOT));
+    EXPECT_EQ(verdict(sip_from_vip), static_cast<std::uint32_t>(TC_ACT_SHOT));
+    EXPECT_EQ(verdict(arp_from_own_ip), static_cast<std::uint32_t>(TC_ACT_OK))
+        << "the box's own address still works";
+    EXPECT_EQ(counters().fence_tx, 2u);
+}
+
+TEST_F(XdpLanAgentSock, NothingLeavesFromTheClusterIpOnceTheAgentIsGone) {
+    const Bytes garp = FrameBuilder::arp(kOurMac, kClusterIp, kClusterIp);
+    EXPECT_EQ(resp_->run_tc_once(garp).value_or(0xff), static_cast<std::uint32_t>(TC_ACT_OK));
+    sock_.reset();
+    EXPECT_EQ(resp_->run_tc_once(garp).value_or(0xff), static_cast<std::uint32_t>(TC_ACT_SHOT));
 }
 
 TEST_F(XdpLanProg, FenceAimedAtAnOlderTermIgnored) {

@@ -2,12 +2,17 @@
 """Covers the cluster IP end to end in a two-box netns lab, with a LAN client watching ARP for two answering MACs throughout: kill -9, heartbeat link cut, LAN carrier loss with the hardware fault switch on and off, the old active rejoining as standby."""
 from __future__ import annotations
 
+import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from netns_common import MAC_A, MAC_B, LabTestCase, brief, main, note, now_mono_us  # noqa: E402
+from netns_common import (MAC_A, MAC_B, LabTestCase, brief, lab_mod, main, note,  # noqa: E402
+                          now_mono_us)
+
+CLUSTER_IP = lab_mod.CLUSTER_IP
 
 
 def raised(events: list[dict], key: str) -> list[dict]:
@@ -46,7 +51,35 @@ class ClusterIpTest(LabTestCase):
         # The killed agent's kernel still holds the cluster IP: only its fence keeps it quiet.
         self.assertEqual(self.watch.macs_answering_since(t_mark), {MAC_B})
         self.assertLess(ms, 2000, "takeover far slower than the 50 ms timeout allows")
+        # Nor may it speak for the cluster IP: an ARP it sends from that address (what its kernel
+        # does on its own, and what phones learn the address's MAC from) must not reach the LAN.
+        heard = self.arp_from_cluster_ip_seen_by_phone(
+            lambda: self.lab.exec_in("a", "arping", "-U", "-c", "3", "-w", "1", "-I", "lan0",
+                                     "-s", CLUSTER_IP, CLUSTER_IP, check=False))
+        note(f"ARP from the cluster IP sent by the killed box a, seen by a phone: {heard}")
+        self.assertNotIn(MAC_A, heard, "the dead agent's box still speaks for the cluster IP")
         self.assert_no_conflict()
+
+    def arp_from_cluster_ip_seen_by_phone(self, send) -> set[str]:
+        """Runs send() while phone2 listens; returns the MACs of ARP frames whose sender IP is
+        the cluster IP."""
+        vip = socket.inet_aton(CLUSTER_IP)
+        s = lab_mod.netns_socket(self.lab.ns("phone2"), socket.AF_PACKET, socket.SOCK_RAW,
+                             socket.htons(0x0806))
+        s.bind(("eth0", 0x0806))
+        s.settimeout(0.05)
+        send()
+        seen: set[str] = set()
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                data = s.recv(256)
+            except socket.timeout:
+                continue
+            if len(data) >= 42 and data[28:32] == vip and struct.unpack("!H", data[12:14])[0] == 0x0806:
+                seen.add(data[22:28].hex(":"))
+        s.close()
+        return seen
 
     def test_heartbeat_link_cut_alerts_without_promotion(self):
         self.up('"50ms"')
