@@ -400,7 +400,10 @@ void Agent::Impl::on_carrier(int ifindex, bool up) {
 // through linkwatch, up to a second late (see netlink/carrier.hpp).
 void Agent::Impl::poll_carrier(TimePoint now) {
     if (!carrier || now < next_carrier_poll) return;
-    next_carrier_poll = now + cfg.effective_interval();
+    // Two ioctls per NIC: cheap enough to read often whatever the heartbeat timeout.
+    next_carrier_poll =
+        now + std::min<Duration>(std::chrono::duration_cast<Duration>(cfg.effective_interval()),
+                                 std::chrono::milliseconds(10));
     for (const auto& [ifindex, name] : {std::pair{lan_ifindex, cfg.lan_interface},
                                         std::pair{hb_ifindex, cfg.heartbeat_interface}}) {
         if (auto up = carrier->running(name)) on_carrier(ifindex, *up);

@@ -59,9 +59,17 @@ void Liveness::rebuild_watch() {
     }
 }
 
+std::optional<TimePoint> Liveness::watch_from() const {
+    if (!watch_) return std::nullopt;
+    // The run started right after the last sign of life: the peer has been silent since then.
+    // It started after a pause in our sending: only from the run's first request on.
+    if (last_life_ && watch_->since - *last_life_ <= max_gap_) return last_life_;
+    return watch_->since;
+}
+
 bool Liveness::lost(TimePoint now) const {
-    const auto& w = watch_;
-    if (!w || w->unanswered < min_unanswered_ || now - w->since < timeout_) return false;
+    const auto from = watch_from();
+    if (!from || watch_->unanswered < min_unanswered_ || now - *from < timeout_) return false;
     // Still watching now: the last send is recent (the prober did not stall since).
     return now - out_.back().at <= max_gap_;
 }
@@ -70,9 +78,9 @@ std::optional<TimePoint> Liveness::next_check(TimePoint now) const {
     // Already lost: nothing can change the verdict but a reply, which wakes the loop anyway. (A
     // deadline left in the past would spin the loop at 100 % while the peer is gone.)
     if (!alive_) return std::nullopt;
-    const auto& w = watch_;
-    if (!w || w->unanswered < min_unanswered_) return std::nullopt;  // the next send decides
-    const TimePoint at = w->since + timeout_;
+    const auto from = watch_from();
+    if (!from || watch_->unanswered < min_unanswered_) return std::nullopt;  // next send decides
+    const TimePoint at = *from + timeout_;
     if (at > now) return at;
     return std::nullopt;  // past: lost already, or waiting for our next send (a pause ended)
 }

@@ -32,9 +32,9 @@ class Liveness {
     // Evidence of life that is not a reply to one of our requests (the peer's own request).
     void heard(TimePoint at);
 
-    // Lost: requests sent after the last sign of life have stayed unanswered for the full
-    // timeout, at least min_unanswered of them, and we kept sending all that time (no pause in
-    // our own sending longer than max_gap, up to now). A pause means the prober did not run:
+    // Lost: the peer has been silent for the full timeout since its last sign of life while we
+    // kept asking: at least min_unanswered requests went out since, with no pause in our own
+    // sending longer than max_gap, up to now. A pause means the prober did not run:
     // after a stall of the whole machine the replies to what we sent before it may not have
     // been read yet, so that is no evidence; the watch starts again after the pause. Call after
     // draining received replies, so a reply that is already queued counts.
@@ -69,6 +69,9 @@ class Liveness {
     // the loop asks for the verdict on every iteration, and with the peer gone out_ holds
     // thousands of requests.
     void rebuild_watch();
+    // Where the silence being judged starts: the last sign of life, or the first request after
+    // a pause in our sending.
+    [[nodiscard]] std::optional<TimePoint> watch_from() const;
 
     Duration timeout_;
     Duration max_gap_;
