@@ -2,8 +2,9 @@
 """The HA user guide's procedures, each run on a two-box lab of real agents in namespaces.
 
 HA Configurations / Verify HA Settings, Force Switch, Firmware Upgrade, Replacing FCM in HA,
-Disabling HA Setup, Backup and Restore, and the software fault switch on and off. (Carrier-loss
-hardware faults are covered by tests/netns.) Needs root; skips without it unless CI=true.
+Disabling HA Setup, Backup and Restore, and the software fault switch on and off (a crashed PBX,
+a deadlocked one seen by the SIP OPTIONS probe, a core dump). (Carrier-loss hardware faults are
+covered by tests/netns.) Needs root; skips without it unless CI=true.
 """
 import importlib.machinery
 import importlib.util
@@ -25,7 +26,23 @@ TIMEOUT = '"50ms"'
 B_NEW_HB_MAC = "02:fc:00:00:0c:01"  # the replacement box "FCM C": new NICs, new MACs
 B_NEW_LAN_MAC = "02:fc:00:00:0c:02"
 SLEEP_SERVICE = '[service]\nstart = "exec sleep 100000"\nstop_timeout = "1s"\n'
+RESPONDER = TOP / "tests" / "procedures" / "sip_responder.py"
 
+
+def sip_service(core_dir: Path | None = None) -> str:
+    """The stand-in PBX on the cluster IP, watched by the agent's SIP OPTIONS probe (and a core
+    dump folder when given)."""
+    text = (f'[service]\nstart = "exec python3 {RESPONDER} {labmod.CLUSTER_IP} 5060"\n'
+            'stop_timeout = "1s"\nprobe = "sip"\nprobe_interval = "50ms"\n'
+            'probe_timeout = "40ms"\nprobe_failures = 3\n')
+    if core_dir is not None:
+        text += f'core_dump_dir = "{core_dir}"\n'
+    return text
+
+
+def failover_causes(lab, box):
+    r = lab.hactl(box, "--json", "log", "failover")
+    return [rec.get("cause", "") for rec in json.loads(r.stdout).get("records", [])] if r.returncode == 0 else []
 
 def events(lab, box):
     r = lab.hactl(box, "--json", "events")
@@ -56,11 +73,14 @@ class Procedures(unittest.TestCase):
         return self.lab.start_arp_watch(interval_us=500, duration_ms=120000)
 
     def no_conflicts(self, watcher):
+        """Stops the watcher; asserts no two MACs ever answered; returns its silences in ms."""
         watcher.send_signal(signal.SIGTERM)
         watcher.wait(timeout=10)
         log = (self.lab.dir / "arpwatch-phone1.log").read_text()
         conflicts = [l for l in log.splitlines() if l.startswith("conflict")]
         self.assertEqual(conflicts, [], "two MACs answered for the cluster IP")
+        return [int(l.split("silent_us=")[1].split()[0]) / 1000 for l in log.splitlines()
+                if l.startswith("gap ")]
 
     def test_configure_primary_then_secondary_shows_dual_active_standby(self):
         # HA Configurations steps 3-6 and Verify HA Settings step 1.
@@ -121,7 +141,12 @@ class Procedures(unittest.TestCase):
         self.lab.wait("version alert restored",
                       lambda: has_event(self.lab, "b", "version-mismatch", raised=False)
                       or not has_event(self.lab, "b", "version-mismatch"), 10)
-        self.no_conflicts(w)
+        # Restarting a standby costs the cluster IP nothing; the force switch is the one gap (the
+        # watcher reports silences of 10 ms or more).
+        gaps = self.no_conflicts(w)
+        print(f"  silences of 10 ms or more seen by the client probing the cluster IP: {gaps} ms")
+        self.assertLessEqual(len(gaps), 1, f"more than the switch's gap: {gaps}")
+        self.assertTrue(all(g < 1000 for g in gaps), f"a gap of a second or more: {gaps}")
 
     def test_replace_failed_box_with_new_mac(self):
         self.lab.up(timeout=TIMEOUT)
@@ -194,6 +219,50 @@ class Procedures(unittest.TestCase):
         self.lab.wait_role("a", "Standby", timeout=10)
         self.assertTrue(self.lab.status("b")["service"]["running"])
         self.assertFalse(self.lab.status("a")["service"]["running"])
+
+    def wait_probe_answers(self, box):
+        # The probe must have had answers: a PBX that never answered is still starting.
+        self.lab.wait(f"{box}'s PBX answering the SIP probe",
+                      lambda: (self.lab.status(box) or {}).get("service", {}).get("probe", {})
+                      .get("sent", 0) > 5, 15)
+
+    def test_pbx_deadlock_seen_by_the_sip_probe_hands_over(self):
+        # Guide Table 1, Software Fault Switch: "deadlock ... will trigger failover".
+        self.lab.up(timeout=TIMEOUT, sw_switch=True, service_a=sip_service(),
+                    service_b=sip_service())
+        self.wait_probe_answers("a")
+        pid = self.lab.status("a")["service"]["pid"]
+        t = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its socket, answering nothing
+        try:
+            self.lab.wait_role("b", "Active", timeout=10, interval=0.01)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        print(f"  standby active {(time.monotonic() - t) * 1000:.0f} ms after the PBX froze "
+              "(3 probes of 40 ms at 50 ms intervals)")
+        self.lab.wait("a back as standby", lambda: (self.lab.status("a") or {}).get("role")
+                      == "Standby", 10)
+        self.assertTrue(any("deadlock" in c for c in failover_causes(self.lab, "b") +
+                            failover_causes(self.lab, "a")),
+                        f"no failover record names the deadlock: {failover_causes(self.lab, 'a')}")
+        self.assertTrue(has_event(self.lab, "a", "software-fault"))
+
+    def test_core_dump_in_the_watched_folder_hands_over(self):
+        # Guide: "system crash with core dump generated" triggers failover with the switch on.
+        crash = {box: self.lab.box_dir(box) / "crash" for box in ("a", "b")}
+        self.lab.up(timeout=TIMEOUT, sw_switch=True, service_a=sip_service(crash["a"]),
+                    service_b=sip_service(crash["b"]))
+        self.wait_probe_answers("a")
+        (crash["a"] / "core.kamailio.4242").write_bytes(b"\x7fELF core")
+        self.lab.wait_role("b", "Active", timeout=10, interval=0.01)
+        self.lab.wait("a back as standby", lambda: (self.lab.status("a") or {}).get("role")
+                      == "Standby", 10)
+        contents = [e.get("content", "") for e in events(self.lab, "a")]
+        self.assertTrue(any("core dump" in c and "core.kamailio.4242" in c for c in contents),
+                        contents)
 
     def test_software_fault_switch_off_alerts_and_keeps_serving(self):
         self.lab.up(timeout=TIMEOUT, sw_switch=False, service_a=SLEEP_SERVICE, service_b=SLEEP_SERVICE)
