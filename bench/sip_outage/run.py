@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/sip_outage/run.py — SIP outage through a box failure: fault → first answer from the cluster IP.
 
-  sudo bench/sip_outage/run.py [--quick] [--no-readme] [--low-timeout 5ms] [--out FILE]
+  sudo bench/sip_outage/run.py [--quick] [--no-readme] [--low-timeout 1ms] [--out FILE]
 
 On the two-box lab of tools/lab with Kamailio as each box's PBX (tools/pbx), a phone namespace
 sends a SIP OPTIONS to the cluster IP every 1 ms (tools/pbx/sip_probe.py) and logs each answer's
@@ -397,9 +397,9 @@ the other box (`fcm-pbx-b`). Other columns:
   (`fcm-hactl --json log failover`): last sign of the peer → declared lost; → cluster IP held and
   gratuitous ARP sent; → its own SIP health probe got an answer (the agent probes on its own
   cadence, so for a pre-started PBX this can be later than the phone's first answer). "—" or a
-  cell's p50 over fewer runs: no failover record was read, or its cause was "peer agent hung
-  (stale heartbeat replies)" (the XDP responder of the killed agent kept answering until its link
-  went down), which carries no detection time;
+  cell's p50 over fewer runs: no failover record was read, or its cause was the peer's kernel
+  reporting its agent gone or hung (the agent is killed a moment before the links go down), which
+  carries no detection time;
 * *extra elections*: runs whose takeover term was above 2, i.e. the pair held an election before
   the fault (a false takeover) — a sign the timeout is too tight for the machine.
 
@@ -422,9 +422,9 @@ Runs that need a word (found in the raw numbers):
 Why "{low}" as the low-latency timeout: {result['config']['low_reason']}
 
 Reading the numbers:
-* With the guide's default heartbeat_timeout = 7 the outage is the detection time (the agent's
-  own detection column; note that it comes out above the configured 7 s), so it is the guide's
-  "a few seconds" and the PBX start time is noise next to it.
+* With the guide's default heartbeat_timeout = 7 the outage is the detection time: 7 s of silence
+  counted from the dead box's last answer, which came up to one interval (700 ms) before the fault.
+  That is the guide's "a few seconds"; the PBX start time is noise next to it.
 * A cold-started standby PBX adds Kamailio's start (config, the synced SQLite DB, forking
   workers) to every failover. A pre-started one (`prestart_on_standby = true`; the benchmark checks
   that the same Kamailio processes are still there after the takeover) is already bound to the
@@ -462,7 +462,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one run per cell")
-    ap.add_argument("--low-timeout", default="5ms", help="the low-latency heartbeat timeout")
+    ap.add_argument("--low-timeout", default="1ms", help="the low-latency heartbeat timeout")
     ap.add_argument("--low-reps", type=int, default=5)
     ap.add_argument("--default-reps", type=int, default=2)
     ap.add_argument("--max-minutes", type=float, default=10.0)
@@ -576,14 +576,9 @@ def main() -> int:
 
 
 LOW_REASON = {
-    "5ms": ("it is the smallest of the two that held a healthy pair here. A trial with \"2ms\" "
-            "(3 runs per PBX mode, load average ~9; `bench/sip_outage/trial-2ms.log`) flapped: "
-            "the takeovers carried terms 3, 9 and 10 instead of 2 (false takeovers before the "
-            "fault), one run's box a never answered SIP after pairing and one standby never "
-            "answered within 20 s of the fault. The extra elections column shows how \"5ms\" did "
-            "in this run."),
-    "2ms": ("chosen on the command line; on this machine it flapped in a trial (see "
-            "`bench/sip_outage/trial-2ms.log`), so the default is \"5ms\"."),
+    "1ms": ("the setting the takeover benchmark measures, and the smallest the agent is meant to "
+            "run at on this machine; the extra elections column shows whether the pair held "
+            "before the fault."),
 }
 
 if __name__ == "__main__":
