@@ -119,6 +119,9 @@ struct Agent::Impl {
     std::optional<nl::Announcer> ann;
     std::optional<nl::CarrierProbe> carrier;
     TimePoint next_carrier_poll{};
+    // The cluster IP is added with a lifetime the loop keeps renewing (see renew_cluster_ip()).
+    std::uint32_t addr_lifetime_s = 0;
+    TimePoint next_addr_renew{};
     int lan_ifindex = 0;
     int hb_ifindex = 0;
     MacAddr own_mac;
@@ -194,6 +197,7 @@ struct Agent::Impl {
     void on_link_event(const nl::MonitorEvent& ev);
     void on_carrier(int ifindex, bool up);
     void poll_carrier(TimePoint now);
+    void renew_cluster_ip(TimePoint now);
     void on_service_exit();
     int loop();
     void shutdown();
@@ -250,6 +254,11 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
         auto cp = nl::CarrierProbe::create();
         if (!cp) return unexpected(cp.error());
         a.carrier.emplace(std::move(*cp));
+        const auto lifetime =
+            std::max<Duration>(std::chrono::seconds(3),
+                               3 * std::chrono::duration_cast<Duration>(a.cfg.heartbeat_timeout));
+        a.addr_lifetime_s =
+            static_cast<std::uint32_t>(std::chrono::ceil<std::chrono::seconds>(lifetime).count());
         // A start is never serving yet: a cluster IP our kernel kept from a crashed run goes now.
         if (a.cfg.cluster_ip) {
             if (auto has = a.addrs->has(a.lan_ifindex, *a.cfg.cluster_ip); has && *has) {
@@ -410,13 +419,24 @@ void Agent::Impl::poll_carrier(TimePoint now) {
     }
 }
 
+// The kernel's own dead man's switch for the cluster IP: the address carries a lifetime of a few
+// heartbeat timeouts (3 s at least) that only a living agent renews. A box whose agent died or
+// hangs drops the address by itself even where no BPF fence runs (the user-space responder), so
+// the peer's ARP probe finds it free and the peer takes over.
+void Agent::Impl::renew_cluster_ip(TimePoint now) {
+    if (!addrs || !cfg.cluster_ip || now < next_addr_renew || !machine->serving()) return;
+    next_addr_renew = now + std::chrono::seconds(addr_lifetime_s) / 3;
+    if (auto s = addrs->renew(lan_ifindex, *cfg.cluster_ip, "fcmha", addr_lifetime_s); !s)
+        log::warn("netlink", "renew cluster IP lifetime: {}", s.error().message());
+}
+
 void Agent::Impl::on_link_event(const nl::MonitorEvent& ev) {
     if (const auto* le = std::get_if<nl::LinkEvent>(&ev)) {
         const auto& l = le->link;
         on_carrier(l.ifindex, l.running() && !l.removed);
     } else if (const auto* ae = std::get_if<nl::AddrEvent>(&ev)) {
         if (ae->addr.removed && ae->addr.ifindex == lan_ifindex && cfg.cluster_ip &&
-            ae->addr.prefix.addr == cfg.cluster_ip->addr && machine->snapshot().serving) {
+            ae->addr.prefix.addr == cfg.cluster_ip->addr && machine->serving()) {
             post(core::EvClusterIpRemoved{});
         }
     }
@@ -506,7 +526,7 @@ void Agent::Impl::finish_failover_record(TimePoint now) {
     if (!pending_failover) return;
     const bool ready = probe ? probe->answers() > 0 : svc.running();
     const bool gave_up = now - pending_failover_since > std::chrono::seconds(30);
-    if (!ready && !gave_up && machine->snapshot().serving) return;
+    if (!ready && !gave_up && machine->serving()) return;
     if (ready)
         pending_failover->service_ready = now - pending_failover_since;
     else
@@ -596,7 +616,8 @@ void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
                     }
                 } else if constexpr (std::is_same_v<T, core::AcAcquireClusterIp>) {
                     if (!addrs || !cfg.cluster_ip) return;
-                    if (auto s = addrs->add(lan_ifindex, *cfg.cluster_ip, "fcmha"); !s) {
+                    if (auto s = addrs->add(lan_ifindex, *cfg.cluster_ip, "fcmha", addr_lifetime_s);
+                        !s) {
                         log::error("netlink", "add cluster IP: {}", s.error().message());
                         post(core::EvFault{core::FaultKind::Hardware, true,
                                            "cannot add cluster IP: " + s.error().message()});
@@ -605,6 +626,7 @@ void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
                     if (auto s = ann->announce(cfg.cluster_ip->addr, Clock::now()); !s)
                         log::warn("netlink", "gratuitous ARP: {}", s.error().message());
                     ip_held_at = Clock::now();
+                    next_addr_renew = *ip_held_at + std::chrono::seconds(addr_lifetime_s) / 3;
                     log::info("netlink", "cluster IP {} added on {}; announced",
                               cfg.cluster_ip->to_string(), cfg.lan_interface);
                 } else if constexpr (std::is_same_v<T, core::AcReleaseClusterIp>) {
@@ -1025,11 +1047,12 @@ int Agent::Impl::loop() {
             }
         }
         poll_carrier(now);
+        renew_cluster_ip(now);
         if (auto d = svc.kill_deadline(); d && now >= *d) svc.on_deadline(now);
         keep_standby_service(now);
         if (probe) {
             // Probe the PBX only where it should answer: on the active, while it runs.
-            probe->enable(machine->snapshot().serving && svc.running(), now);
+            probe->enable(machine->serving() && svc.running(), now);
             if (auto d = probe->next_deadline(); d && now >= *d) {
                 if (auto v = probe->on_deadline(now))
                     post(core::EvFault{core::FaultKind::Software, v->fault, v->detail});
@@ -1055,6 +1078,7 @@ int Agent::Impl::loop() {
         if (hb) consider(hb->next_deadline(now));
         if (ann) consider(ann->next_deadline());
         if (carrier) consider(next_carrier_poll);
+        if (addrs && machine->serving()) consider(next_addr_renew);
         consider(svc.kill_deadline());
         if (probe) consider(probe->next_deadline());
         if (pending_failover && !probe) consider(now + std::chrono::milliseconds(100));

@@ -15,17 +15,31 @@ Result<AddressManager> AddressManager::create() {
     return AddressManager(std::move(sock));
 }
 
-Status AddressManager::add(int ifindex, const IpPrefix& prefix, std::string_view label) {
+Status AddressManager::add(int ifindex, const IpPrefix& prefix, std::string_view label,
+                           std::uint32_t lifetime_s) {
     std::array<std::uint8_t, kRequestBufSize> buf{};
     const std::uint32_t seq = sock_.next_seq();
     const std::string what = fmt::format("add {} ifindex={}", prefix.to_string(), ifindex);
-    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Add, ifindex, prefix, seq, label), what);
+    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Add, ifindex, prefix, seq, label, lifetime_s),
+               what);
     auto st = sock_.request_ack({buf.data(), len}, seq);
     if (!st && st.error().code.value() == EEXIST) {
         log::debug("nl", "address already present addr={} ifindex={}", prefix.to_string(), ifindex);
         return {};
     }
     if (!st) return unexpected(st.error().wrap(what));
+    return {};
+}
+
+Status AddressManager::renew(int ifindex, const IpPrefix& prefix, std::string_view label,
+                             std::uint32_t lifetime_s) {
+    std::array<std::uint8_t, kRequestBufSize> buf{};
+    const std::uint32_t seq = sock_.next_seq();
+    const std::string what = fmt::format("renew {} ifindex={}", prefix.to_string(), ifindex);
+    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Renew, ifindex, prefix, seq, label, lifetime_s),
+               what);
+    if (auto st = sock_.request_ack({buf.data(), len}, seq); !st)
+        return unexpected(st.error().wrap(what));
     return {};
 }
 

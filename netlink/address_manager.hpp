@@ -30,7 +30,13 @@ class AddressManager {
     static Result<AddressManager> create();
 
     // label: optional IPv4 label ("lan0:ha") so `ip addr` shows whose address it is.
-    Status add(int ifindex, const IpPrefix& prefix, std::string_view label = {});
+    // lifetime_s > 0: the kernel removes the address after that many seconds unless renew() came
+    // first (a dead man's switch for a holder that can no longer say it is alive); 0: permanent.
+    Status add(int ifindex, const IpPrefix& prefix, std::string_view label = {},
+               std::uint32_t lifetime_s = 0);
+    // Restarts the lifetime (adds the address again if it is gone).
+    Status renew(int ifindex, const IpPrefix& prefix, std::string_view label,
+                 std::uint32_t lifetime_s);
     Status remove(int ifindex, const IpPrefix& prefix);
     // True when exactly this address and prefix length is on ifindex.
     Result<bool> has(int ifindex, const IpPrefix& prefix);

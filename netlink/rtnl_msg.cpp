@@ -37,7 +37,7 @@ std::uint8_t af_of(std::uint8_t family) {
 
 Result<std::size_t> build_addr_request(std::span<std::uint8_t> buf, AddrOp op, int ifindex,
                                        const IpPrefix& prefix, std::uint32_t seq,
-                                       std::string_view label) {
+                                       std::string_view label, std::uint32_t lifetime_s) {
     const IpAddr& a = prefix.addr;
     if (!a.is_v4() && !a.is_v6()) return fail("address request: prefix has no address family");
     const unsigned max_len = a.is_v4() ? 32 : 128;
@@ -49,9 +49,10 @@ Result<std::size_t> build_addr_request(std::span<std::uint8_t> buf, AddrOp op, i
         return fail(fmt::format("address request: label '{}' not allowed (IPv4 only, < {} chars)",
                                 label, IFNAMSIZ));
 
-    const bool add = op == AddrOp::Add;
-    const auto flags = static_cast<std::uint16_t>(NLM_F_REQUEST | NLM_F_ACK |
-                                                  (add ? NLM_F_CREATE | NLM_F_EXCL : 0));
+    const bool add = op != AddrOp::Remove;
+    const auto flags = static_cast<std::uint16_t>(
+        NLM_F_REQUEST | NLM_F_ACK | (op == AddrOp::Add ? NLM_F_CREATE | NLM_F_EXCL : 0) |
+        (op == AddrOp::Renew ? NLM_F_CREATE | NLM_F_REPLACE : 0));
     HA_TRY_CTX(nlh, start(buf, add ? RTM_NEWADDR : RTM_DELADDR, flags, seq, sizeof(ifaddrmsg)),
                "address request");
     auto* ifa = static_cast<ifaddrmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifaddrmsg)));
@@ -66,6 +67,12 @@ Result<std::size_t> build_addr_request(std::span<std::uint8_t> buf, AddrOp op, i
     bool ok = mnl_attr_put_check(nlh, buf.size(), IFA_LOCAL, alen, a.bytes.data()) &&
               mnl_attr_put_check(nlh, buf.size(), IFA_ADDRESS, alen, a.bytes.data());
     if (ok && add) ok = mnl_attr_put_u32_check(nlh, buf.size(), IFA_FLAGS, ifa_flags);
+    if (ok && add && lifetime_s > 0) {
+        ifa_cacheinfo ci{};
+        ci.ifa_prefered = lifetime_s;
+        ci.ifa_valid = lifetime_s;
+        ok = mnl_attr_put_check(nlh, buf.size(), IFA_CACHEINFO, sizeof ci, &ci);
+    }
     if (ok && !label.empty()) {
         const std::string l(label);
         ok = mnl_attr_put_strz_check(nlh, buf.size(), IFA_LABEL, l.c_str());

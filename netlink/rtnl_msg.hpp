@@ -20,18 +20,21 @@ namespace ha::nl {
 // Large enough for any request built here (header + ifaddrmsg + four attributes + label).
 inline constexpr std::size_t kRequestBufSize = 256;
 
-enum class AddrOp : std::uint8_t { Add, Remove };
+// Add: create, EEXIST if present. Renew: create or replace (lifetimes restart). Remove.
+enum class AddrOp : std::uint8_t { Add, Renew, Remove };
 
 // RTM_NEWADDR (NLM_F_CREATE|NLM_F_EXCL, so an existing address answers EEXIST) or RTM_DELADDR,
 // both with NLM_F_ACK. IPv4 carries IFA_LOCAL and IFA_ADDRESS (equal: not point-to-point) and an
 // optional IFA_LABEL, which the kernel only accepts when it starts with the interface name
 // ("lan0:ha"). IPv6 gets IFA_F_NODAD: the standby has already probed with our own NS, and a
 // tentative address could not answer or source traffic for the ~1 s DAD would take.
+// lifetime_s > 0 (Add/Renew): IFA_CACHEINFO with valid and preferred lifetime, so the kernel
+// removes the address by itself unless renewed in time; 0: permanent.
 // Returns the message length (nlmsg_len). Errors: prefix without a family, buffer too small,
 // label on IPv6 or longer than IFNAMSIZ-1, ifindex <= 0.
 Result<std::size_t> build_addr_request(std::span<std::uint8_t> buf, AddrOp op, int ifindex,
                                        const IpPrefix& prefix, std::uint32_t seq,
-                                       std::string_view label = {});
+                                       std::string_view label = {}, std::uint32_t lifetime_s = 0);
 
 // RTM_GETLINK dump (every link, AF_UNSPEC).
 Result<std::size_t> build_link_dump(std::span<std::uint8_t> buf, std::uint32_t seq);

@@ -250,6 +250,7 @@ class Machine {
     [[nodiscard]] PeerStatus own_status() const;  // what our heartbeats carry
     [[nodiscard]] State state() const { return state_; }
     [[nodiscard]] std::uint64_t term() const { return term_; }
+    [[nodiscard]] bool serving() const { return serving_; }
     [[nodiscard]] HaStatus ha_status() const;
     // The guide: "configuration is restricted on the standby". Empty = allowed; else the reason.
     [[nodiscard]] std::string config_restriction() const;

@@ -206,6 +206,29 @@ TEST_F(NetlinkNetns, AddressManagerAddsAndRemovesIdempotently) {
     EXPECT_TRUE(contains(bad.error().message(), "ifindex=9999")) << bad.error().message();
 }
 
+TEST_F(NetlinkNetns, AddressWithALifetimeGoesAwayUnlessRenewed) {
+    // The cluster IP's dead man's switch: the kernel drops it once nobody renews it.
+    InNetns in(lan_->a());
+    ASSERT_TRUE(in.ok());
+    const int ifindex = static_cast<int>(if_nametoindex("lan0"));
+    auto mgr = AddressManager::create();
+    ASSERT_TRUE(mgr) << mgr.error().message();
+    ASSERT_TRUE(mgr->add(ifindex, kCluster4, {}, 1));
+    const std::string show = "ip -n " + lan_->a() + " -o addr show dev lan0";
+    EXPECT_TRUE(contains(sh_out(show), "valid_lft 1sec")) << sh_out(show);
+    for (int i = 0; i < 3; ++i) {  // renewed every 0.5 s: still there after 1.5 s
+        ::usleep(500'000);
+        ASSERT_TRUE(mgr->renew(ifindex, kCluster4, {}, 1));
+    }
+    EXPECT_TRUE(*mgr->has(ifindex, kCluster4));
+    bool gone = false;
+    for (int i = 0; i < 40 && !gone; ++i) {  // the kernel checks lifetimes about once a second
+        ::usleep(100'000);
+        gone = !*mgr->has(ifindex, kCluster4);
+    }
+    EXPECT_TRUE(gone) << "not removed within 4 s of its last renewal";
+}
+
 TEST_F(NetlinkNetns, LinkMonitorReportsCarrierLossOfPeerEnd) {
     InNetns in(lan_->a());
     ASSERT_TRUE(in.ok());

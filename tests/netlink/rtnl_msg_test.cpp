@@ -64,6 +64,28 @@ TEST(RtnlMsg, AddIpv4Address) {
     EXPECT_EQ(got, want.v);
 }
 
+TEST(RtnlMsg, RenewWithALifetimeReplacesAndCarriesCacheinfo) {
+    std::array<std::uint8_t, 256> buf{};
+    auto got = built(
+        build_addr_request(buf, AddrOp::Renew, 4, prefix("198.18.0.100/24"), 78, {}, 21), buf);
+    Bytes want;
+    want.nlhdr(68, RTM_NEWADDR, 0x505, 78)  // REQUEST|ACK|CREATE|REPLACE, no EXCL
+        .bytes({AF_INET, 24, 0, RT_SCOPE_UNIVERSE})
+        .u32(4)
+        .attr(IFA_LOCAL, 8)
+        .bytes({198, 18, 0, 100})
+        .attr(IFA_ADDRESS, 8)
+        .bytes({198, 18, 0, 100})
+        .attr(IFA_FLAGS, 8)
+        .u32(0)
+        .attr(IFA_CACHEINFO, 20)
+        .u32(21)  // ifa_prefered
+        .u32(21)  // ifa_valid
+        .u32(0)
+        .u32(0);
+    EXPECT_EQ(got, want.v);
+}
+
 TEST(RtnlMsg, AddIpv6AddressWithNodad) {
     std::array<std::uint8_t, 256> buf{};
     auto got = built(build_addr_request(buf, AddrOp::Add, 9, prefix("fd00:4a::100/64"), 1), buf);
