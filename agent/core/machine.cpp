@@ -187,8 +187,8 @@ Actions Machine::start(TimePoint now) {
         reason_ = "HA disabled in configuration";
         return out;
     }
-    // Boot negotiation: listen for one timeout before deciding alone. A peer already active
-    // keeps its role (no preemption); both booting: the primary becomes active.
+    // Boot negotiation: listen a timeout (a second at least) before deciding alone. A peer already
+    // active keeps its role (no preemption); both booting: the primary becomes active.
     enter(State::Booting, "agent started", now, out);
     deadline_ = now + boot_listen(cfg_.timeout);
     return out;
@@ -297,7 +297,7 @@ void Machine::on(const EvTick&, TimePoint now, Actions& out) {
     deadline_.reset();
     switch (state_) {
         case State::Booting:
-            // Nobody answered within one timeout: alone. Promote only after the ARP probe.
+            // Nobody answered while we listened: alone. Promote only after the ARP probe.
             if (!peer_visible())
                 begin_probe("no peer answered at boot", now, out, /*careful=*/true);
             else
@@ -502,8 +502,8 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
     if (peer_visible() && peer_) {
         const PeerStatus& p = *peer_;
         if (!peer_compatible(p)) return;
-        // The peer's kernel says its agent exited (the agent's socket is closed): no doubt to
-        // wait out. Its LAN program already fences the cluster IP; the Fence makes it explicit.
+        // The peer's kernel says its agent exited (the agent's lifeline socket is gone): no doubt
+        // to wait out. Its LAN program already fences the cluster IP; the Fence makes it explicit.
         if (p.agent_gone && on_evidence) {
             send_peer(PeerMsg::Fence, out);
             begin_probe("peer agent exited (its kernel says so)", now, out);

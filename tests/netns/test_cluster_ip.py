@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Covers the cluster IP end to end in a two-box netns lab, with a LAN client watching ARP for two answering MACs throughout: kill -9, heartbeat link cut, LAN carrier loss with the hardware fault switch on and off, the old active rejoining as standby."""
+"""Covers the cluster IP end to end in a two-box netns lab, with a LAN client watching ARP for two answering MACs throughout: kill -9 (and the dead box's silence), the address removed behind the active's back, heartbeat link cut, LAN carrier loss with the hardware fault switch on and off, the old active rejoining as standby."""
 from __future__ import annotations
 
 import socket
@@ -80,6 +80,32 @@ class ClusterIpTest(LabTestCase):
                 seen.add(data[22:28].hex(":"))
         s.close()
         return seen
+
+    def test_cluster_ip_removed_behind_the_actives_back_is_restored(self):
+        self.up('"50ms"')
+        self.start_watch(interval_us=500)
+        time.sleep(0.2)
+        t_del = now_mono_us()
+        self.lab.exec_in("a", "ip", "addr", "del", f"{CLUSTER_IP}/24", "dev", "lan0")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if CLUSTER_IP in self.lab.exec_in("a", "ip", "-br", "addr", "show", "lan0",
+                                                capture=True):
+                break
+            time.sleep(0.005)
+        restored_ms = (now_mono_us() - t_del) / 1000
+        note(f"cluster IP deleted by hand on the active: back on lan0 after {restored_ms:.1f} ms "
+             "(polled)")
+        self.assertLess(restored_ms, 5000, "the active did not restore its cluster IP")
+        ev = raised(self.events("a"), "cluster-ip-removed")
+        self.assertTrue(ev, f"no event for the removal: {self.events('a')}")
+        self.assert_role("a", "Active", "Dual")
+        self.assert_role("b", "Standby", "Dual")
+        time.sleep(0.3)
+        t_mark = now_mono_us()
+        time.sleep(0.3)
+        self.assertEqual(self.watch.macs_answering_since(t_mark), {MAC_A})
+        self.assert_no_conflict()
 
     def test_heartbeat_link_cut_alerts_without_promotion(self):
         self.up('"50ms"')

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Covers the heartbeat end to end in a two-box netns lab: first contact, a hung (SIGSTOPped) agent, link loss, and no false loss under CPU load."""
+"""Covers the heartbeat end to end in a two-box netns lab: first contact, a hung (SIGSTOPped) agent, link loss, the generic-XDP and user-space fallbacks, and no false loss under CPU load."""
 from __future__ import annotations
 
 import os
@@ -160,6 +160,30 @@ class HeartbeatTest(LabTestCase):
         sb = self.status("b")
         self.assertEqual(sb["ha_status"], "Single", brief(sb))
         self.assertGreater(sb["heartbeat"]["lost"], lost0, "heartbeat.lost did not count the loss")
+
+    def fallback_pair(self, mode: str, shown: str) -> None:
+        # A NIC without native XDP (generic XDP), or a box where BPF is not permitted (the
+        # user-space responder): the pair still forms, fails over, and status says which runs.
+        self.up('"50ms"', sw_switch=True, ha_extra=f'xdp_mode = "{mode}"')
+        for box in ("a", "b"):
+            hb = self.status(box)["heartbeat"]
+            note(f"box {box}: mode {hb['mode']!r}, warning {hb.get('warning')!r}")
+            self.assertEqual(hb["mode"], shown)
+            self.assertIn("warning", hb, "status must say the fast path is not in use")
+        self.assert_role("b", "Standby", "Dual")
+        self.lab.fail("kill", "a")
+        # Without BPF nothing fences the dead agent's box: the standby's ARP probe finds the
+        # cluster IP still answered until the address's lifetime (3 s here) runs out.
+        _, dt = self.wait_status("b", lambda s: s["role"] == "Active", 10, "b Active after kill -9")
+        note(f"{shown}: b Active {dt * 1000:.0f} ms after kill -9 of a's agent (polled)")
+        if mode == "generic":
+            self.assertLess(dt, 1.0, "generic XDP fences a dead agent's box at once")
+
+    def test_generic_xdp_pairs_fails_over_and_says_so(self):
+        self.fallback_pair("generic", "generic XDP")
+
+    def test_user_space_responder_pairs_fails_over_and_says_so(self):
+        self.fallback_pair("userspace", "user space")
 
     def test_no_false_loss_for_60s_under_cpu_load(self):
         self.up('"2ms"', sw_switch=True)
