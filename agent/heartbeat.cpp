@@ -143,7 +143,7 @@ Status Heartbeat::open_sockets() {
         ::setsockopt(fd.get(), SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio);
         IpAddr any;
         any.family = v6 ? 6 : 4;
-        sockaddr_storage ss;
+        sockaddr_storage ss{};
         const socklen_t len = to_sockaddr(any, cfg_.heartbeat_port, ss);
         if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0)
             return last_errno(fmt::format("bind heartbeat port {}", cfg_.heartbeat_port));
@@ -172,7 +172,7 @@ Status Heartbeat::open_sockets() {
         if (!fd) return unexpected(fd.error());
         int sndbuf = 4096;  // the kernel's minimum (about five datagrams in flight)
         ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-        sockaddr_storage to;
+        sockaddr_storage to{};
         const socklen_t len = to_sockaddr(*peer, cfg_.heartbeat_port, to);
         if (::connect(fd->get(), reinterpret_cast<sockaddr*>(&to), len) != 0)
             return last_errno(fmt::format("heartbeat to {} ({} path): no route", peer->to_string(),

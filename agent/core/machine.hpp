@@ -159,8 +159,8 @@ struct AcPersistTerm {  // write durably before the promotion's next action runs
     std::uint64_t term;
 };
 struct AcSendPeer {
-    PeerMsg msg;
-    std::uint64_t term;
+    PeerMsg msg = PeerMsg::TakeoverNow;
+    std::uint64_t term = 0;
     std::uint64_t target_term = 0;  // the peer's term as we last saw it (stale-message guard)
 };
 struct AcAlert {  // a system event: "HA failure warning", Generate Alert / Restore to normal

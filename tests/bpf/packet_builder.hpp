@@ -138,7 +138,7 @@ class FrameBuilder {
 
 // True when the IPv4 header at `ip_off` has a valid checksum.
 inline bool ipv4_checksum_ok(const Bytes& f, std::size_t ip_off = 14) {
-    const std::size_t ihl = (f[ip_off] & 0x0f) * 4u;
+    const std::size_t ihl = std::size_t{f[ip_off] & 0x0fu} * 4;
     return ones_sum(std::span(f).subspan(ip_off, ihl)) == 0xffff;
 }
 

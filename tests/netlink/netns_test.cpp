@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -71,8 +72,8 @@ class Lan {
             const std::string& ns = names_[static_cast<std::size_t>(i)];
             const std::string port = "p" + std::string(1, static_cast<char>('a' + i));
             ok_ = sh("ip netns add " + ns) == 0 && sh("ip -n " + ns + " link set lo up") == 0 &&
-                  sh("ip -n " + ns + " link add lan0 type veth peer name " + port + " netns " +
-                     s()) == 0 &&
+                  sh(fmt::format("ip -n {} link add lan0 type veth peer name {} netns {}", ns, port,
+                                 s())) == 0 &&
                   sh("ip -n " + s() + " link set " + port + " master br0 up") == 0 &&
                   sh("ip -n " + ns + " addr add " + v4[i] + " dev lan0") == 0 &&
                   sh("ip -n " + ns + " addr add " + v6[i] + " dev lan0 nodad") == 0 &&
@@ -369,7 +370,8 @@ TEST_F(NetlinkNetns, ProbeFailsWhenItCannotSend) {
 bool neigh_becomes(const std::string& ns, const std::string& ip, const std::string& mac) {
     const auto until = Clock::now() + kDeadline;
     while (Clock::now() < until) {
-        if (contains(sh_out("ip -n " + ns + " neigh show " + ip + " dev lan0"), mac)) return true;
+        if (contains(sh_out(fmt::format("ip -n {} neigh show {} dev lan0", ns, ip)), mac))
+            return true;
         std::this_thread::sleep_for(milliseconds(2));
     }
     return false;
