@@ -172,17 +172,18 @@ static __always_inline int cluster_ip_frame(struct ethhdr* eth, void* data_end, 
     return -1;
 }
 
-/* LAN program: drop ARP and IPv4 for the cluster IP while fenced, stale or gone. Returns a verdict
- * or CONTINUE. Ingress only: ha_tc_fence below covers what the box sends. */
-static __always_inline int fence_check(struct xdp_md* ctx, struct ethhdr* eth, void* data_end) {
+/* Should this frame be dropped by the fence: it carries the cluster IP (to it on the way in,
+ * from it on the way out) and the box is fenced? Counts it when so. */
+static __always_inline int fence_drops(void* ctx, struct ethhdr* eth, void* data_end,
+                                       int outgoing) {
     __u32 key = 0;
     struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
-    if (!cfg || cfg->cluster_ip4 == 0) return CONTINUE;
-    /* Only frames for the cluster IP pay for the checks below. */
-    const int counter = cluster_ip_frame(eth, data_end, cfg->cluster_ip4, 0);
-    if (counter < 0 || !fenced_now(ctx, cfg)) return CONTINUE;
+    if (!cfg || cfg->cluster_ip4 == 0) return 0;
+    /* Only frames with the cluster IP pay for the checks below. */
+    const int counter = cluster_ip_frame(eth, data_end, cfg->cluster_ip4, outgoing);
+    if (counter < 0 || !fenced_now(ctx, cfg)) return 0;
     count((__u32)counter);
-    return XDP_DROP;
+    return 1;
 }
 
 /* Authenticate a request/control and advance the replay window. Returns a verdict or CONTINUE. */
@@ -389,10 +390,9 @@ int ha_xdp_hb(struct xdp_md* ctx) {
     struct ethhdr* eth = data;
     if ((void*)(eth + 1) > data_end) return XDP_PASS;
 
-    if (is_lan) {
-        int verdict = fence_check(ctx, eth, data_end);
-        if (verdict != CONTINUE) return verdict;
-    }
+    /* LAN NIC: nothing reaches a fenced box for the cluster IP (ha_tc_fence covers what it
+     * sends). */
+    if (is_lan && fence_drops(ctx, eth, data_end, 0)) return XDP_DROP;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) return handle_ipv4(ctx, eth, data_end);
     return XDP_PASS;
 }
@@ -408,13 +408,7 @@ int ha_tc_fence(struct __sk_buff* skb) {
     void* data_end = (void*)(long)skb->data_end;
     struct ethhdr* eth = data;
     if ((void*)(eth + 1) > data_end) return TC_ACT_OK;
-    __u32 key = 0;
-    struct ha_cfg* cfg = bpf_map_lookup_elem(&ha_config, &key);
-    if (!cfg || cfg->cluster_ip4 == 0) return TC_ACT_OK;
-    const int counter = cluster_ip_frame(eth, data_end, cfg->cluster_ip4, 1);
-    if (counter < 0 || !fenced_now(skb, cfg)) return TC_ACT_OK;
-    count((__u32)counter);
-    return TC_ACT_SHOT;
+    return fence_drops(skb, eth, data_end, 1) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 char LICENSE[] SEC("license") = "GPL";

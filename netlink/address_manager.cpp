@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -15,46 +16,36 @@ Result<AddressManager> AddressManager::create() {
     return AddressManager(std::move(sock));
 }
 
-Status AddressManager::add(int ifindex, const IpPrefix& prefix, std::string_view label,
-                           std::uint32_t lifetime_s) {
+// One address request. `already` is the errno that means the change is already in place
+// (EEXIST for an add, EADDRNOTAVAIL for a remove): success, logged at debug.
+Status AddressManager::request(AddrOp op, int ifindex, const IpPrefix& prefix,
+                               std::string_view label, std::uint32_t lifetime_s, int already) {
     std::array<std::uint8_t, kRequestBufSize> buf{};
     const std::uint32_t seq = sock_.next_seq();
-    const std::string what = fmt::format("add {} ifindex={}", prefix.to_string(), ifindex);
-    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Add, ifindex, prefix, seq, label, lifetime_s),
-               what);
+    const char* verb = op == AddrOp::Add ? "add" : op == AddrOp::Renew ? "renew" : "remove";
+    const std::string what = fmt::format("{} {} ifindex={}", verb, prefix.to_string(), ifindex);
+    HA_TRY_CTX(len, build_addr_request(buf, op, ifindex, prefix, seq, label, lifetime_s), what);
     auto st = sock_.request_ack({buf.data(), len}, seq);
-    if (!st && st.error().code.value() == EEXIST) {
-        log::debug("nl", "address already present addr={} ifindex={}", prefix.to_string(), ifindex);
+    if (!st && already != 0 && st.error().code.value() == already) {
+        log::debug("nl", "{}: nothing to do ({})", what, std::strerror(already));
         return {};
     }
     if (!st) return unexpected(st.error().wrap(what));
     return {};
+}
+
+Status AddressManager::add(int ifindex, const IpPrefix& prefix, std::string_view label,
+                           std::uint32_t lifetime_s) {
+    return request(AddrOp::Add, ifindex, prefix, label, lifetime_s, EEXIST);
 }
 
 Status AddressManager::renew(int ifindex, const IpPrefix& prefix, std::string_view label,
                              std::uint32_t lifetime_s) {
-    std::array<std::uint8_t, kRequestBufSize> buf{};
-    const std::uint32_t seq = sock_.next_seq();
-    const std::string what = fmt::format("renew {} ifindex={}", prefix.to_string(), ifindex);
-    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Renew, ifindex, prefix, seq, label, lifetime_s),
-               what);
-    if (auto st = sock_.request_ack({buf.data(), len}, seq); !st)
-        return unexpected(st.error().wrap(what));
-    return {};
+    return request(AddrOp::Renew, ifindex, prefix, label, lifetime_s, 0);
 }
 
 Status AddressManager::remove(int ifindex, const IpPrefix& prefix) {
-    std::array<std::uint8_t, kRequestBufSize> buf{};
-    const std::uint32_t seq = sock_.next_seq();
-    const std::string what = fmt::format("remove {} ifindex={}", prefix.to_string(), ifindex);
-    HA_TRY_CTX(len, build_addr_request(buf, AddrOp::Remove, ifindex, prefix, seq), what);
-    auto st = sock_.request_ack({buf.data(), len}, seq);
-    if (!st && st.error().code.value() == EADDRNOTAVAIL) {
-        log::debug("nl", "address already absent addr={} ifindex={}", prefix.to_string(), ifindex);
-        return {};
-    }
-    if (!st) return unexpected(st.error().wrap(what));
-    return {};
+    return request(AddrOp::Remove, ifindex, prefix, {}, 0, EADDRNOTAVAIL);
 }
 
 Result<bool> AddressManager::has(int ifindex, const IpPrefix& prefix) {

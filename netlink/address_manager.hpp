@@ -22,6 +22,7 @@
 #include "common/net_types.hpp"
 #include "common/result.hpp"
 #include "netlink/mnl_socket.hpp"
+#include "netlink/rtnl_msg.hpp"
 
 namespace ha::nl {
 
@@ -43,6 +44,8 @@ class AddressManager {
 
   private:
     explicit AddressManager(MnlSocket sock) : sock_(std::move(sock)) {}
+    Status request(AddrOp op, int ifindex, const IpPrefix& prefix, std::string_view label,
+                   std::uint32_t lifetime_s, int already);
     MnlSocket sock_;
 };
 

@@ -12,6 +12,16 @@
 
 namespace ha::nl {
 
+namespace {
+Result<ifreq> request_for(const std::string& ifname) {
+    if (ifname.empty() || ifname.size() >= IFNAMSIZ)
+        return fail(fmt::format("interface name '{}' is not valid", ifname));
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    return ifr;
+}
+}  // namespace
+
 Result<CarrierProbe> CarrierProbe::create() {
     UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (!fd) return last_errno("carrier probe socket");
@@ -19,10 +29,9 @@ Result<CarrierProbe> CarrierProbe::create() {
 }
 
 Result<bool> CarrierProbe::running(const std::string& ifname) const {
-    if (ifname.empty() || ifname.size() >= IFNAMSIZ)
-        return fail(fmt::format("interface name '{}' is not valid", ifname));
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    auto req = request_for(ifname);
+    if (!req) return unexpected(req.error());
+    ifreq& ifr = *req;
     if (::ioctl(fd_.get(), SIOCGIFFLAGS, &ifr) != 0) return last_errno("SIOCGIFFLAGS " + ifname);
     if ((ifr.ifr_flags & IFF_UP) == 0) return false;
     ethtool_value link{};
@@ -33,10 +42,9 @@ Result<bool> CarrierProbe::running(const std::string& ifname) const {
 }
 
 Result<MacAddr> CarrierProbe::mac(const std::string& ifname) const {
-    if (ifname.empty() || ifname.size() >= IFNAMSIZ)
-        return fail(fmt::format("interface name '{}' is not valid", ifname));
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, ifname.data(), ifname.size());
+    auto req = request_for(ifname);
+    if (!req) return unexpected(req.error());
+    ifreq& ifr = *req;
     if (::ioctl(fd_.get(), SIOCGIFHWADDR, &ifr) != 0) return last_errno("SIOCGIFHWADDR " + ifname);
     MacAddr m;
     std::memcpy(m.bytes.data(), ifr.ifr_hwaddr.sa_data, m.bytes.size());
