@@ -264,6 +264,10 @@ void Heartbeat::publish(const core::PeerStatus& self, TimePoint now) {
     // the kernel's alive-until stamp always has at least 9/10 of it left.
     const bool changed = std::memcmp(&self_wire_, &*w, sizeof self_wire_) != 0;
     if (!changed && now - last_publish_ < stale_after_ / 10) return;
+    // A new state goes to the peer at once (a request on each path now), not at the next send:
+    // with the guide's 7 s timeout that can be 700 ms away, and the peer acts on our state (a
+    // fault handover waits for the standby to say it is ready, for one).
+    if (changed && last_publish_ != TimePoint{}) next_send_ = {now, now};
     last_publish_ = now;
     self_wire_ = *w;
     ha_agent_state st{};

@@ -412,7 +412,11 @@ void Machine::on(const EvPeerSeen& e, TimePoint now, Actions& out) {
             }
             break;
         case State::Probing:
-            if (p.state == State::Active && !p.agent_stale) {
+            // A peer that just handed over may still report Active at its old term for a
+            // moment (a reply or request from before its TakeoverNow): that is not a peer that
+            // got there first. One that did got a new term.
+            if (p.state == State::Active && !p.agent_stale &&
+                !(handover_term_ && p.term <= *handover_term_)) {
                 // Someone got there first: yield (the probe result is ignored in Standby).
                 enter(State::Standby, "peer became active during the probe", now, out);
                 out.push_back(AcRequestFullSync{});
@@ -548,6 +552,7 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
 }
 
 void Machine::begin_probe(std::string reason, TimePoint now, Actions& out, bool careful) {
+    handover_term_.reset();
     pending_reason_ = std::move(reason);
     if (!detect_at_) detect_at_ = now;
     probe_from_ = state_;
@@ -736,6 +741,7 @@ void Machine::on(const EvPeerMessage& e, TimePoint now, Actions& out) {
                 detect_at_ = now;
                 peer_term_seen_ = std::max(peer_term_seen_, e.term);
                 begin_probe("peer handed over", now, out);
+                handover_term_ = e.term;
             }
             break;
         case PeerMsg::Fence:

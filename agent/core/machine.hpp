@@ -307,6 +307,7 @@ class Machine {
     std::string reason_;
     std::string pending_reason_;         // why a probe/handoff started, logged when it completes
     State probe_from_ = State::Booting;  // the state a probe started from (for the failover log)
+    std::optional<std::uint64_t> handover_term_;  // probing on the peer's TakeoverNow: its term
     TimePoint state_since_;
     std::optional<TimePoint> deadline_;   // the one deadline of the current state
     std::optional<TimePoint> resend_at_;  // HandingOff: resend TakeoverNow

@@ -385,6 +385,25 @@ TEST(Machine, StandbyTakesOverOnHandoffBehindTheProbe) {
     EXPECT_EQ(find<AcPersistTerm>(a)->term, 2u);
 }
 
+TEST(Machine, AHandoverIsNotUndoneByTheHandingPeersOwnOldReports) {
+    // The peer hands over; a reply it gave just before still says Active at its old term. Only a
+    // peer that promoted (a newer term) got there first.
+    Fixture f(cfg(StationType::Secondary));
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});
+    f.ev(EvPeerMessage{PeerMsg::TakeoverNow, 3, 0});
+    ASSERT_EQ(f.m.state(), State::Probing);
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});
+    EXPECT_EQ(f.m.state(), State::Probing) << "an old report of the handing-over peer";
+    f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+
+    Fixture g(cfg(StationType::Secondary));
+    g.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});
+    g.ev(EvPeerMessage{PeerMsg::TakeoverNow, 3, 0});
+    g.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 4)});
+    EXPECT_EQ(g.m.state(), State::Standby) << "the peer took the role back: yield";
+}
+
 TEST(Machine, HungPeerAgentIsTakenOverAfterStaleRepliesSpanTwoIntervals) {
     // The peer's kernel marks replies stale once its agent missed its tick for a timeout; the
     // verdict then needs stale replies spanning two intervals (never less than the stall floor).
