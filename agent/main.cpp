@@ -34,6 +34,7 @@ Options:
   --config PATH         configuration file (default /etc/fcm-ha/ha.toml)
   --log-level LEVEL     error | warn | info | debug (default: [log] level, else info)
   --version-override V  report software version V to the peer (rolling-upgrade drills)
+  --model-override M    report model M to the peer (drills: another model must not pair)
   --check               validate the configuration, print every issue, and exit
   --version             print the version and exit
   -h, --help            this text
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
     std::string config_path = "/etc/fcm-ha/ha.toml";
     std::string level_text;
     std::string version = HA_VERSION;
+    std::string model = HA_MODEL;
     bool check_only = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -71,6 +73,8 @@ int main(int argc, char** argv) {
             level_text = need("--log-level");
         } else if (a == "--version-override") {
             version = need("--version-override");
+        } else if (a == "--model-override") {
+            model = need("--model-override");
         } else if (a == "--check") {
             check_only = true;
         } else {
@@ -134,8 +138,7 @@ int main(int argc, char** argv) {
         ::gethostname(host, sizeof host - 1);
         cfg.node_name = host;
     }
-    auto agent =
-        ha::Agent::create(std::move(cfg), config_path, {HA_MODEL, HA_PROTO_VERSION, version});
+    auto agent = ha::Agent::create(std::move(cfg), config_path, {model, HA_PROTO_VERSION, version});
     if (!agent) {
         ha::log::error("agent", "cannot start: {}", agent.error().message());
         return 3;

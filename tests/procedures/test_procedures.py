@@ -148,6 +148,21 @@ class Procedures(unittest.TestCase):
         self.assertLessEqual(len(gaps), 1, f"more than the switch's gap: {gaps}")
         self.assertTrue(all(g < 1000 for g in gaps), f"a gap of a second or more: {gaps}")
 
+    def test_another_model_refuses_to_pair(self):
+        # Guide, HA Prerequisites: "the same model and the same firmware version". Another
+        # model never pairs (and never takes over beside the active); another version does.
+        self.lab.up(timeout=TIMEOUT)
+        self.lab.stop_agent("b")
+        self.lab.start_agent("b", model="FCM999")
+        self.lab.wait("pair refused on both boxes",
+                      lambda: has_event(self.lab, "a", "pair-refused")
+                      and has_event(self.lab, "b", "pair-refused"), 10)
+        time.sleep(1.5)  # past b's boot listen: it must still not take the role
+        a, b = self.lab.status("a"), self.lab.status("b")
+        self.assertEqual((a["role"], a["ha_status"]), ("Active", "Single"), a)
+        self.assertNotEqual(b["role"], "Active", b)
+        self.assertIn("model", " ".join(e.get("content", "") for e in events(self.lab, "b")))
+
     def test_replace_failed_box_with_new_mac(self):
         self.lab.up(timeout=TIMEOUT)
         old_mac = labmod.MACS["b"]["hb0"]
