@@ -44,6 +44,20 @@ using nlohmann::json;
 
 namespace {
 
+// "0-1,4" for the CPUs in `set`.
+std::string cpu_list(const cpu_set_t& set) {
+    std::string out;
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+        if (!CPU_ISSET(c, &set)) continue;
+        int last = c;
+        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &set)) ++last;
+        out += fmt::format("{}{}", out.empty() ? "" : ",",
+                           last == c ? fmt::format("{}", c) : fmt::format("{}-{}", c, last));
+        c = last;
+    }
+    return out.empty() ? "none" : out;
+}
+
 // A one-shot readiness poll that re-arms itself until told to stop.
 class PollOp final : public io::Completion {
   public:
@@ -169,6 +183,13 @@ struct Agent::Impl {
     void on_persist_done();
     std::deque<core::Action> action_queue;
     std::thread persist_thread;
+    std::optional<cpu_set_t> all_cpus;  // the agent's CPUs before the prober was pinned
+    // For a thread started by the loop thread: it inherits the prober's SCHED_FIFO and CPU.
+    void leave_prober_scheduling() const {
+        sched_param sp{};
+        (void)sched_setscheduler(0, SCHED_OTHER, &sp);
+        if (all_cpus) (void)sched_setaffinity(0, sizeof *all_cpus, &*all_cpus);
+    }
     UniqueFd persist_efd;
     std::atomic<bool> persist_ok{false};
     std::string persist_error;
@@ -241,6 +262,18 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
         if (a.hb_ifindex == 0)
             return fail("heartbeat_interface " + a.cfg.heartbeat_interface + " does not exist",
                         std::errc::no_such_device);
+        if (a.cfg.prober_cpu >= 0) {
+            cpu_set_t allowed;
+            CPU_ZERO(&allowed);
+            if (sched_getaffinity(0, sizeof allowed, &allowed) != 0)
+                return last_errno("sched_getaffinity");
+            if (!CPU_ISSET(a.cfg.prober_cpu, &allowed))
+                return fail(fmt::format("ha.prober_cpu = {}: not a CPU this agent may run on "
+                                        "(allowed: {})",
+                                        a.cfg.prober_cpu, cpu_list(allowed)),
+                            std::errc::invalid_argument);
+            a.all_cpus = allowed;
+        }
         auto am = nl::AddressManager::create();
         if (!am) return unexpected(am.error());
         a.addrs.emplace(std::move(*am));
@@ -560,6 +593,7 @@ void Agent::Impl::run_actions(TimePoint now) {
 void Agent::Impl::start_persist(std::uint64_t term) {
     persist_ok.store(false);
     persist_thread = std::thread([this, term] {
+        leave_prober_scheduling();
         auto s = terms.save({term, "Active"});
         if (!s) {
             persist_error = s.error().message();
@@ -752,6 +786,7 @@ json Agent::Impl::status_json() {
         json h;
         h["mode"] = hb->mode();
         h["interface"] = cfg.heartbeat_interface;
+        if (cfg.prober_cpu >= 0) h["prober_cpu"] = cfg.prober_cpu;
         h["interval_us"] =
             std::chrono::duration_cast<std::chrono::microseconds>(cfg.effective_interval()).count();
         h["timeout_us"] =
@@ -967,6 +1002,22 @@ int Agent::Impl::loop() {
         // its kernel closes the heartbeat socket and the peer learns it is gone.
         if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0)
             log::warn("agent", "mlockall failed: {}", std::strerror(errno));
+    }
+    if (cfg.prober_cpu >= 0 && cfg.enable) {
+        // A heartbeat's round trip runs through NIC receive processing (NAPI) on the CPU that
+        // took the NIC's interrupt, and on veth on the CPU of the sender. Processing queued for
+        // a CPU that stalls (a hypervisor's steal, a hog of the softirq thread) waits with it;
+        // a prober on another CPU keeps sending and sees silence: a false loss. On the same CPU
+        // the prober stalls with it, sends nothing meanwhile, and core::Liveness counts no
+        // evidence; its own sends also run the CPU's pending softirq work.
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cfg.prober_cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            log::warn("agent", "cannot pin the prober to CPU {}: {}", cfg.prober_cpu,
+                      std::strerror(errno));
+        else
+            log::info("agent", "prober pinned to CPU {}", cfg.prober_cpu);
     }
     sig_op = std::make_unique<PollOp>(ring, [this](int) {
         signalfd_siginfo si{};

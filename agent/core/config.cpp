@@ -378,6 +378,8 @@ void check_ha(const Config& c, IssueList& out) {
                 "direct link of its own");
     if (c.prober_rt_priority < 0 || c.prober_rt_priority > 99)
         out.add("ha.prober_rt_priority", std::to_string(c.prober_rt_priority), kRtPriorityMessage);
+    if (c.prober_cpu < -1 || c.prober_cpu > 1023)
+        out.add("ha.prober_cpu", std::to_string(c.prober_cpu), kProberCpuMessage);
     check_abs_path(out, "ha.bpf_pin_root", c.bpf_pin_root, false);
     if (!valid_node_name(c.node_name))
         out.add("ha.node_name", toml_quote(c.node_name), kNodeNameMessage);
@@ -587,6 +589,11 @@ std::string to_toml(const Config& c) {
         w.unset("lan_heartbeat_interval", q(dur(c.effective_lan_interval())), auto_lan);
     w.set("prober_rt_priority", std::to_string(c.prober_rt_priority),
           "SCHED_FIFO priority of the prober, 0-99 (0 = normal scheduling)");
+    const char* cpu_note = "The one CPU the prober runs on, 0-1023; unset = any CPU";
+    if (c.prober_cpu >= 0)
+        w.set("prober_cpu", std::to_string(c.prober_cpu), cpu_note);
+    else
+        w.unset("prober_cpu", "0", cpu_note);
     w.set("xdp_mode", q(to_string(c.xdp_mode)), "auto | native | generic | userspace");
     w.set("bpf_pin_root", q(c.bpf_pin_root));
     w.set("node_name", q(c.node_name), "Shown in status and events; empty = host name");

@@ -78,6 +78,9 @@ struct Config {
     // Probe interval on the LAN path; 0 = 4 x heartbeat interval.
     std::chrono::nanoseconds lan_heartbeat_interval{0};
     int prober_rt_priority = 10;  // SCHED_FIFO priority of the prober; 0 = normal
+    // The one CPU the prober (the agent's loop thread) runs on; -1 = any. Best: the CPU that
+    // handles the heartbeat NIC's interrupts (see the example configs).
+    int prober_cpu = -1;
     XdpMode xdp_mode = XdpMode::Auto;
     std::string bpf_pin_root = "/sys/fs/bpf/fcm-ha";
     std::string node_name;  // shown in status and events; default hostname

@@ -286,6 +286,10 @@ const KeyInfo kKeys[] = {
          if (auto p = r.integer(0, 99, kRtPriorityMessage))
              c.prober_rt_priority = static_cast<int>(*p);
      }},
+    {"ha", "prober_cpu", ValueKind::Integer,
+     [](Reader& r, Config& c) {
+         if (auto p = r.integer(0, 1023, kProberCpuMessage)) c.prober_cpu = static_cast<int>(*p);
+     }},
     {"ha", "xdp_mode", ValueKind::String,
      [](Reader& r, Config& c) {
          set_if(r.choice<XdpMode>({{"auto", XdpMode::Auto},

@@ -54,6 +54,8 @@ inline constexpr std::string_view kSyncPortZeroMessage =
     "0 is not a usable TCP port: use 1-65535 (default 9528)";
 inline constexpr std::string_view kRtPriorityMessage =
     "must be 0-99 (SCHED_FIFO priority of the prober; 0 = normal scheduling)";
+inline constexpr std::string_view kProberCpuMessage =
+    "must be a CPU number 0-1023 (the CPU the prober runs on; unset = any CPU)";
 inline constexpr std::string_view kProbeFailuresMessage =
     "must be 1-100 (consecutive failed probes that make a software fault)";
 inline constexpr std::string_view kNodeNameMessage =

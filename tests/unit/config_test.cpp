@@ -253,6 +253,7 @@ software_fault_switch = "yes"
 heartbeat_interface = "hb0"
 lan_interface = "lan0"
 prober_rt_priority = 100
+prober_cpu = 1024
 xdp_mode = "fast"
 
 [sync]
@@ -270,10 +271,11 @@ probe_failures = 0
                                                          {"ha.heartbeat_timeout", 8},
                                                          {"ha.software_fault_switch", 9},
                                                          {"ha.prober_rt_priority", 12},
-                                                         {"ha.xdp_mode", 13},
-                                                         {"sync.port", 16},
-                                                         {"service.probe", 19},
-                                                         {"service.probe_failures", 20}};
+                                                         {"ha.prober_cpu", 13},
+                                                         {"ha.xdp_mode", 14},
+                                                         {"sync.port", 17},
+                                                         {"service.probe", 20},
+                                                         {"service.probe_failures", 21}};
     ASSERT_EQ(r.issues.size(), std::size(expected)) << issues_text(r);
     for (std::size_t n = 0; n < std::size(expected); ++n) {
         EXPECT_EQ(r.issues[n].key, expected[n].first) << issues_text(r);
@@ -288,6 +290,8 @@ probe_failures = 0
     EXPECT_EQ(find_issue(r, "ha.station_type")->message, "must be \"primary\" or \"secondary\"");
     EXPECT_EQ(find_issue(r, "ha.xdp_mode")->value, "\"fast\"");
     EXPECT_NE(find_issue(r, "ha.prober_rt_priority")->message.find("0-99"), std::string::npos);
+    EXPECT_EQ(find_issue(r, "ha.prober_cpu")->value, "1024");
+    EXPECT_NE(find_issue(r, "ha.prober_cpu")->message.find("0-1023"), std::string::npos);
 }
 
 TEST(Config, EveryBadAgentSettingIsReportedTooInFileOrder) {
@@ -769,6 +773,7 @@ Config every_field_set() {
     c.heartbeat_interval = 100us;
     c.lan_heartbeat_interval = 450us;
     c.prober_rt_priority = 0;
+    c.prober_cpu = 1;
     c.xdp_mode = XdpMode::Generic;
     c.bpf_pin_root = "/sys/fs/bpf/test \"quoted\"";
     c.node_name = "node-b.lab";
