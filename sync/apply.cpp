@@ -56,7 +56,8 @@ std::string temp_name(std::string_view leaf) {
 
 }  // namespace
 
-Result<Applier> Applier::create(const std::vector<Root>& roots, const Key& key) {
+Result<Applier> Applier::create(const std::vector<Root>& roots,
+                                std::shared_ptr<const ChecksumKey> key) {
     if (roots.size() > kMaxRoots)
         return fail(fmt::format("sync: {} roots (max {})", roots.size(), kMaxRoots));
     std::vector<OpenRoot> open;
@@ -66,7 +67,7 @@ Result<Applier> Applier::create(const std::vector<Root>& roots, const Key& key) 
         if (stale > 0) log::info("sync", "removed partial files root={} count={}", r.path, stale);
         open.push_back(OpenRoot{std::move(fd), r.mode, r.path});
     }
-    return Applier(std::move(open), key);
+    return Applier(std::move(open), std::move(key));
 }
 
 AckStatus Applier::fail_with(AckStatus s, std::string why) {
@@ -87,7 +88,7 @@ void Applier::begin(const FrameHeader& h, std::string_view path) {
     cur_path_ = std::string(path);
     written_ = 0;
     pending_ = AckStatus::Ok;
-    hasher_.emplace(key_);
+    hasher_.emplace(*key_);
     const auto& root = roots_[h.root];
     auto dir = open_parent(root.fd, path, true, leaf_);
     if (!dir) {

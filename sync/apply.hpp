@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,7 +24,8 @@ namespace ha::sync {
 class Applier {
   public:
     // Opens (creating) every root and removes temp files a killed receiver left behind.
-    static Result<Applier> create(const std::vector<Root>& roots, const Key& key);
+    static Result<Applier> create(const std::vector<Root>& roots,
+                                  std::shared_ptr<const ChecksumKey> key);
 
     // File / Append frames: begin, stream the payload, end. A failure in begin or write is
     // remembered and reported by end(); the payload is still consumed (framing stays intact).
@@ -68,12 +70,13 @@ class Applier {
         Mode mode;
         std::string path;
     };
-    Applier(std::vector<OpenRoot> roots, const Key& key) : roots_(std::move(roots)), key_(key) {}
+    Applier(std::vector<OpenRoot> roots, std::shared_ptr<const ChecksumKey> key)
+        : roots_(std::move(roots)), key_(std::move(key)) {}
     AckStatus fail_with(AckStatus s, std::string why);
     void discard();
 
     std::vector<OpenRoot> roots_;
-    Key key_;
+    std::shared_ptr<const ChecksumKey> key_;
     // The transfer in progress.
     FrameHeader cur_{};
     std::string cur_path_;
@@ -81,7 +84,7 @@ class Applier {
     UniqueFd out_;
     std::string tmp_name_;
     std::string leaf_;
-    std::optional<PayloadHasher> hasher_;
+    std::optional<PayloadChecksum> hasher_;
     struct DirtyDir {
         UniqueFd fd;
         dev_t dev;

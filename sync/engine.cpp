@@ -176,6 +176,7 @@ Status Engine::Worker::init() {
         HA_TRY_CTX(fd, open_root(r.path, true), "sync");
         root_fds_.push_back(std::move(fd));
     }
+    csum_key_ = std::make_shared<const ChecksumKey>(cfg_.key);
     peer_manifest_.resize(cfg_.roots.size());
     scratch_.resize(256 * 1024);
     return {};
@@ -372,7 +373,7 @@ void Engine::Worker::apply_role(Role r) {
         // Next daily full backup.
         next_backup_wall_s_ = 0;
     } else if (r == Role::Standby) {
-        auto a = Applier::create(cfg_.roots, cfg_.key);
+        auto a = Applier::create(cfg_.roots, csum_key_);
         if (!a) {
             ++errors_;
             log::error("sync", "applier: {}", a.error().message());

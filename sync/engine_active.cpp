@@ -192,7 +192,7 @@ void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, Uniqu
     // The checksum pass reads the bytes through a bounded buffer; the payload itself goes from
     // the page cache to the socket by sendfile. If the file changes in between, the receiver's
     // check fails and the file is sent again: the standby never installs a mix.
-    PayloadHasher h(cfg_.key);
+    PayloadChecksum h(*csum_key_);
     std::uint64_t done = 0;
     while (done < len) {
         const std::size_t want =
@@ -324,7 +324,7 @@ void Engine::Worker::prepare(const Change& c) {
     struct stat st {};
     if (::fstat(fd->get(), &st) != 0) return job_skip(k, true, "fstat");
     if (S_ISDIR(st.st_mode)) {
-        auto m = scan_root(*fd, mode, false, cfg_.key);
+        auto m = scan_root(*fd, mode, false, *csum_key_);
         if (m) {
             for (const auto& [p, e] : *m)
                 (void)queue_.push_sync(c.root, c.path + "/" + p, c.first_seen_ns);
@@ -388,7 +388,7 @@ void Engine::Worker::on_manifest_end(std::uint64_t req) {
     for (std::size_t i = 0; i < cfg_.roots.size(); ++i) {
         const auto r = static_cast<std::uint8_t>(i);
         const Mode mode = cfg_.roots[i].mode;
-        auto local = scan_root(root_fds_[i], mode, full, cfg_.key);
+        auto local = scan_root(root_fds_[i], mode, full, *csum_key_);
         if (!local) {
             ++job.failures;
             job.failure = local.error().message();

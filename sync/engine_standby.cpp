@@ -59,7 +59,7 @@ void Engine::Worker::note_apply(AckStatus s, std::string_view path) {
 void Engine::Worker::send_manifest(bool with_checksums, std::uint64_t req) {
     if (!applier_) return;
     for (std::size_t i = 0; i < cfg_.roots.size(); ++i) {
-        auto m = scan_root(applier_->root_fd(i), cfg_.roots[i].mode, with_checksums, cfg_.key);
+        auto m = scan_root(applier_->root_fd(i), cfg_.roots[i].mode, with_checksums, *csum_key_);
         if (!m) {
             ++errors_;
             log::error("sync", "manifest root={}: {}", cfg_.roots[i].path, m.error().message());

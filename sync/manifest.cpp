@@ -17,7 +17,7 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
-Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const Key& key) {
+Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const ChecksumKey& key) {
     if (size == 0) return payload_checksum(key, nullptr, 0);
     void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) return last_errno("mmap");
@@ -27,7 +27,7 @@ Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const Key& key) {
 }
 
 Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_checksums,
-                const Key& key, Manifest& out, int depth) {
+                const ChecksumKey& key, Manifest& out, int depth) {
     if (depth > 64) return fail(fmt::format("scan {}: too deep", prefix));
     DIR* d = ::fdopendir(::dup(dirfd));
     if (d == nullptr) return last_errno(fmt::format("opendir {}", prefix));
@@ -77,7 +77,8 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
 
 }  // namespace
 
-Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums, const Key& key) {
+Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums,
+                           const ChecksumKey& key) {
     Manifest m;
     if (auto st = scan_dir(root.get(), "", mode, with_checksums, key, m, 0); !st)
         return unexpected(st.error());

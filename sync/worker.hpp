@@ -136,6 +136,7 @@ class Engine::Worker final : public FrameSink {
     std::array<SlotState, kSlotCount> slots_{};
     bool stopping_ = false;
     Role role_ = Role::Off;
+    std::shared_ptr<const ChecksumKey> csum_key_;  // built once in init()
     std::vector<UniqueFd> root_fds_;
     std::optional<Conn> conn_;
     bool want_write_ = false;

@@ -16,7 +16,8 @@ using test::read_text;
 using test::TmpDir;
 using test::write_text;
 namespace fs = std::filesystem;
-const Key kKey{3, 4};
+const Key kRawKey{3, 4};
+const auto kKey = std::make_shared<const ChecksumKey>(kRawKey);
 
 std::span<const std::uint8_t> bytes(std::string_view s) {
     return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
@@ -31,7 +32,7 @@ AckStatus send_file(Applier& a, std::uint8_t root, std::string_view path, std::s
                   .mtime_ns = 1'700'000'000'123456789,
                   .checksum = checksum_override != 0
                                   ? checksum_override
-                                  : payload_checksum(kKey, content.data(), content.size())};
+                                  : payload_checksum(*kKey, content.data(), content.size())};
     a.begin(h, path);
     if (split && content.size() > 1) {
         a.write(bytes(content.substr(0, content.size() / 2)));
@@ -44,12 +45,13 @@ AckStatus send_file(Applier& a, std::uint8_t root, std::string_view path, std::s
 
 AckStatus send_append(Applier& a, std::string_view path, std::uint64_t offset,
                       std::string_view data, bool corrupt = false) {
-    FrameHeader h{.type = FrameType::Append,
-                  .root = 0,
-                  .offset = offset,
-                  .length = data.size(),
-                  .mtime_ns = 5,
-                  .checksum = payload_checksum(kKey, data.data(), data.size()) + (corrupt ? 1 : 0)};
+    FrameHeader h{
+        .type = FrameType::Append,
+        .root = 0,
+        .offset = offset,
+        .length = data.size(),
+        .mtime_ns = 5,
+        .checksum = payload_checksum(*kKey, data.data(), data.size()) + (corrupt ? 1 : 0)};
     a.begin(h, path);
     a.write(bytes(data));
     return a.end();

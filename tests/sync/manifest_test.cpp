@@ -14,7 +14,7 @@ namespace {
 using test::TmpDir;
 using test::write_text;
 using A = DiffItem::Action;
-const Key kKey{1, 2};
+const ChecksumKey kKey(Key{1, 2});
 
 ManifestEntry e(std::uint64_t size, std::int64_t mtime, std::uint32_t mode = 0644) {
     return ManifestEntry{size, mtime, mode, std::nullopt};
