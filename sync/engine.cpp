@@ -178,7 +178,7 @@ Status Engine::Worker::init() {
     }
     csum_key_ = std::make_shared<const ChecksumKey>(cfg_.key);
     peer_manifest_.resize(cfg_.roots.size());
-    scratch_.resize(256 * 1024);
+    scratch_.resize(std::size_t{256} << 10);
     return {};
 }
 
@@ -270,11 +270,8 @@ void Engine::Worker::run() {
             arm(kConnIn, POLLIN);
             if (want_write_) arm(kConnOut, POLLOUT);
         }
-        std::uint64_t wait_ns = 50'000'000;
-        if (append_commit_due_ns_ != 0) {
-            const std::uint64_t t = mono_ns();
-            wait_ns = std::min(wait_ns, append_commit_due_ns_ > t ? append_commit_due_ns_ - t : 0);
-        }
+        if (committer_) arm(kCommit, POLLIN);
+        std::uint64_t wait_ns = slots_[kConnIn].ready ? 0 : 50'000'000;
         if (!sqlite_recheck_ns_.empty()) {
             const std::uint64_t t = mono_ns();
             for (const auto& [k, due] : sqlite_recheck_ns_)
@@ -288,6 +285,7 @@ void Engine::Worker::run() {
         if (stopping_) break;
         if (std::exchange(slots_[kWatch].ready, false)) on_watch_events();
         if (std::exchange(slots_[kListen].ready, false)) accept_conn();
+        if (std::exchange(slots_[kCommit].ready, false) && committer_) on_commit_done();
         if (std::exchange(slots_[kConnIn].ready, false)) read_conn();
         slots_[kConnOut].ready = false;
         timers(now);
@@ -295,8 +293,6 @@ void Engine::Worker::run() {
             if (role_ == Role::Active) {
                 pump();
             } else {
-                if (append_commit_due_ns_ != 0 && mono_ns() >= append_commit_due_ns_)
-                    commit_appends();
                 flush();
             }
         }
@@ -304,6 +300,8 @@ void Engine::Worker::run() {
     }
     set_slot_fd(kCmd, -1);
     conn_.reset();
+    flush_commits();
+    set_slot_fd(kCommit, -1);
     set_slot_fd(kConnIn, -1);
     set_slot_fd(kConnOut, -1);
     set_slot_fd(kWatch, -1);
@@ -350,11 +348,16 @@ void Engine::Worker::apply_role(Role r) {
     set_slot_fd(kWatch, -1);
     set_slot_fd(kListen, -1);
     listen_fd_.reset();
+    flush_commits();
+    set_slot_fd(kCommit, -1);
+    committer_.reset();
+    installing_.clear();
     applier_.reset();
     queue_.clear();
     writing_.clear();
     sqlite_recheck_ns_.clear();
     sqlite_sent_sum_.clear();
+    srcs_.clear();
     if (job_) fail_job("role change");
     role_ = r;
     e_.cells_.role.store(static_cast<std::uint8_t>(r), std::memory_order_relaxed);
@@ -374,13 +377,16 @@ void Engine::Worker::apply_role(Role r) {
         next_backup_wall_s_ = 0;
     } else if (r == Role::Standby) {
         auto a = Applier::create(cfg_.roots, csum_key_);
-        if (!a) {
+        auto c = Committer::create();
+        if (!a || !c) {
+            const std::string why = !a ? a.error().message() : c.error().message();
             ++errors_;
-            log::error("sync", "applier: {}", a.error().message());
-            emit(SyncEvent::Kind::ApplyFailed, a.error().message());
+            log::error("sync", "applier: {}", why);
+            emit(SyncEvent::Kind::ApplyFailed, why);
         } else {
             applier_.emplace(std::move(*a));
-            applier_->set_group_commit(true);
+            committer_ = std::move(*c);
+            set_slot_fd(kCommit, committer_->done_fd().get());
         }
         next_connect_ns_ = 0;
         backoff_ = std::chrono::milliseconds(0);
@@ -389,6 +395,9 @@ void Engine::Worker::apply_role(Role r) {
 
 void Engine::Worker::do_quarantine(std::uint64_t term) {
     if (conn_) drop_conn("quarantine");
+    // Nothing may still be renamed into the roots while their content moves away.
+    flush_commits();
+    if (applier_) applier_->forget_caches();
     const std::time_t t = std::time(nullptr);
     std::tm tm{};
     localtime_r(&t, &tm);

@@ -17,11 +17,17 @@
 namespace ha::sync {
 
 namespace {
-constexpr std::size_t kMaxOutstandingFrames = 4096;
-constexpr std::uint64_t kMaxOutstandingBytes = 64ULL << 20;
+// The send window. Larger than what the standby holds back (two commit jobs and an open batch of at
+// most 64 MiB each, see engine_standby.cpp) so a full sync keeps streaming while the standby's disk
+// catches up.
+constexpr std::size_t kMaxOutstandingFrames = 16384;
+constexpr std::uint64_t kMaxOutstandingBytes = 256ULL << 20;
 constexpr std::uint64_t kResyncDelayNs = 1'000'000'000;
 constexpr std::size_t kMaxWriting = 1u << 16;
 constexpr std::uint64_t kSqliteRecheckNs = 2'000'000;
+// Whole files from this size on are hashed while they are sent (checksum trailer, wire.hpp).
+constexpr std::uint64_t kTrailerMinBytes = 1ULL << 20;
+constexpr std::size_t kMaxOpenSources = 256;
 
 std::int64_t mtime_ns_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
@@ -72,11 +78,14 @@ void Engine::Worker::on_watch_events() {
             case WatchEvent::Kind::Changed:
             case WatchEvent::Kind::Removed:
                 writing_.erase(k);
+                if (ev.kind == WatchEvent::Kind::Removed) srcs_.erase(k);
                 (void)queue_.push_sync(ev.root, ev.path, now);
                 break;
             case WatchEvent::Kind::Moved:
                 writing_.erase(k);
                 writing_.erase(key_of(ev.root, ev.to));
+                srcs_.erase(k);
+                srcs_.erase(key_of(ev.root, ev.to));
                 (void)queue_.push_rename(ev.root, ev.path, ev.to, now);
                 break;
             case WatchEvent::Kind::Overflow:
@@ -185,45 +194,87 @@ void Engine::Worker::job_skip(const std::string& k, bool failed, std::string_vie
     }
 }
 
-void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, UniqueFd fd,
+bool Engine::Worker::unchanged_since(std::uint8_t root, const std::string& path, int fd,
+                                     std::uint64_t size, std::int64_t mtime_ns) {
+    // inotify queues IN_MODIFY when a write happens, so reading the watcher now sees every write
+    // that came before; a write still under way has already moved the mtime.
+    if (watcher_) on_watch_events();
+    struct stat b {};
+    return !writing_.contains(key_of(root, path)) && ::fstat(fd, &b) == 0 &&
+           b.st_size == static_cast<off_t>(size) && mtime_ns_of(b) == mtime_ns;
+}
+
+Result<SharedFd> Engine::Worker::open_source(std::uint8_t root, const std::string& path, bool keep,
+                                             struct stat& st) {
+    const std::string k = key_of(root, path);
+    if (keep) {
+        // A CDR file gets an append per call: keep it open, and check by a stat of the name that
+        // it still is the file we hold (a rotation renames another file over it). A symlink on
+        // the way leads to another inode, and so to openat2, which refuses it.
+        if (auto it = srcs_.find(k); it != srcs_.end()) {
+            if (::fstatat(root_fds_[root].get(), path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                struct stat held {};
+                if (::fstat(it->second->get(), &held) == 0 && held.st_dev == st.st_dev &&
+                    held.st_ino == st.st_ino)
+                    return it->second;
+            }
+            srcs_.erase(it);
+        }
+    }
+    auto fd = open_beneath(root_fds_[root], path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    if (!fd) return unexpected(fd.error());
+    if (::fstat(fd->get(), &st) != 0) return last_errno(fmt::format("fstat {}", path));
+    auto shared = std::make_shared<const UniqueFd>(std::move(*fd));
+    if (keep && S_ISREG(st.st_mode)) {
+        if (srcs_.size() >= kMaxOpenSources) srcs_.clear();
+        srcs_.emplace(k, shared);
+    }
+    return shared;
+}
+
+void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, SharedFd fd,
                                std::uint64_t offset, std::uint64_t len, std::int64_t mtime_ns,
                                std::uint32_t mode, FrameType type, std::uint64_t first_seen,
                                std::uint64_t file_size) {
-    // The checksum pass reads the bytes through a bounded buffer; the payload itself goes from
-    // the page cache to the socket by sendfile. If the file changes in between, the receiver's
-    // check fails and the file is sent again: the standby never installs a mix.
-    PayloadChecksum h(*csum_key_);
-    std::uint64_t done = 0;
-    while (done < len) {
-        const std::size_t want =
-            static_cast<std::size_t>(std::min<std::uint64_t>(len - done, scratch_.size()));
-        const ssize_t n =
-            ::pread(fd.get(), scratch_.data(), want, static_cast<off_t>(offset + done));
-        if (n <= 0) break;  // shrank: the checksum of what is there will not match the zero padding
-        h.update(scratch_.data(), static_cast<std::size_t>(n));
-        done += static_cast<std::uint64_t>(n);
-    }
-    if (type == FrameType::File && cfg_.roots[root].mode == Mode::File) {
-        // A file being rewritten is not sent now: its close-write event comes when the writer is
-        // done. inotify queues IN_MODIFY at write time, so reading the watcher after the checksum
-        // pass sees every write that happened before it; later writes change the bytes sendfile
-        // moves and the receiver's checksum rejects them. Appends never rewrite what the checksum
-        // covered, and snapshots are private files.
-        if (watcher_) on_watch_events();
-        struct stat b {};
-        if (done != len || writing_.contains(key_of(root, path)) || ::fstat(fd.get(), &b) != 0 ||
-            b.st_size != static_cast<off_t>(file_size) ||
-            b.st_mtim.tv_nsec != mtime_ns % 1'000'000'000 ||
-            b.st_mtim.tv_sec != mtime_ns / 1'000'000'000) {
-            return job_skip(key_of(root, path), false, "");
-        }
-    }
-    const std::uint64_t sum = h.finish();
     const std::string k = key_of(root, path);
-    if (cfg_.roots[root].mode == Mode::Sqlite) {
-        auto [it, fresh] = sqlite_sent_sum_.try_emplace(k, sum);
-        if (!fresh && it->second == sum) return job_skip(k, false, "");
-        it->second = sum;
+    const Mode root_mode = cfg_.roots[root].mode;
+    // A file being rewritten is not sent now: its close-write event comes when the writer is
+    // done. Appends never rewrite what was read, and snapshots are private files.
+    const bool check_writer = type == FrameType::File && root_mode == Mode::File;
+    // Large files carry their checksum in a trailer and are hashed while they are sent (flush);
+    // snapshots keep it in the header, where an unchanged database is recognised before sending.
+    const bool trailer =
+        type == FrameType::File && root_mode != Mode::Sqlite && len >= kTrailerMinBytes;
+    std::uint64_t sum = 0;
+    if (trailer) {
+        if (check_writer) {
+            if (watcher_) on_watch_events();
+            if (writing_.contains(k)) return job_skip(k, false, "");
+        }
+    } else {
+        // The checksum pass reads the bytes through a bounded buffer; the payload itself goes
+        // from the page cache to the socket by sendfile. If the file changes in between, the
+        // receiver's check fails and the file is sent again: the standby never installs a mix.
+        PayloadChecksum h(*csum_key_);
+        std::uint64_t done = 0;
+        while (done < len) {
+            const std::size_t want =
+                static_cast<std::size_t>(std::min<std::uint64_t>(len - done, scratch_.size()));
+            const ssize_t n =
+                ::pread(fd->get(), scratch_.data(), want, static_cast<off_t>(offset + done));
+            if (n <= 0) break;  // shrank: the checksum of what is there will not match the padding
+            h.update(scratch_.data(), static_cast<std::size_t>(n));
+            done += static_cast<std::uint64_t>(n);
+        }
+        if (check_writer &&
+            (done != len || !unchanged_since(root, path, fd->get(), file_size, mtime_ns)))
+            return job_skip(k, false, "");
+        sum = h.finish();
+        if (root_mode == Mode::Sqlite) {
+            auto [it, fresh] = sqlite_sent_sum_.try_emplace(k, sum);
+            if (!fresh && it->second == sum) return job_skip(k, false, "");
+            it->second = sum;
+        }
     }
     const std::uint64_t seq = next_seq_++;
     FrameHeader fh{.type = type,
@@ -233,16 +284,24 @@ void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, Uniqu
                    .offset = offset,
                    .length = len,
                    .mtime_ns = mtime_ns,
-                   .checksum = sum};
+                   .checksum = sum,
+                   .aux = trailer ? kFileTrailer : 0};
     send_frame(fh, path);
-    conn_->src = std::move(fd);
-    conn_->src_off = offset;
-    conn_->src_left = len;
+    auto& c = *conn_;
+    c.src = std::move(fd);
+    c.src_off = offset;
+    c.src_left = len;
+    c.src_failed = false;
+    if (trailer) {
+        c.src_sum.emplace(*csum_key_);
+        c.hashed_to = offset;
+        c.trailer = SyncConn::Trailer{seq, root, path, file_size, mtime_ns, check_writer};
+    }
     const bool in_job = job_ && job_->paths.erase(k) > 0;
     outstanding_.push_back({seq, len, first_seen, root, path, type, in_job});
     outstanding_bytes_ += len;
     ++files_sent_;
-    if (cfg_.roots[root].mode == Mode::Append) sent_offset_[k] = file_size;
+    if (root_mode == Mode::Append) sent_offset_[k] = file_size;
 }
 
 void Engine::Worker::prepare(const Change& c) {
@@ -297,8 +356,9 @@ void Engine::Worker::prepare(const Change& c) {
         if (!snap && snap.error().code == std::errc::invalid_argument) {
             // Not a database (a README, a dump): it is sent as it is.
             const auto size = static_cast<std::uint64_t>(st.st_size);
-            return emit_file(c.root, c.path, std::move(*db), 0, size, mtime_ns_of(st), st.st_mode,
-                             FrameType::File, c.first_seen_ns, size);
+            return emit_file(c.root, c.path, std::make_shared<const UniqueFd>(std::move(*db)), 0,
+                             size, mtime_ns_of(st), st.st_mode, FrameType::File, c.first_seen_ns,
+                             size);
         }
         if (!snap) {
             ++errors_;
@@ -309,10 +369,11 @@ void Engine::Worker::prepare(const Change& c) {
         struct stat sst {};
         ::fstat(snap->get(), &sst);
         const auto size = static_cast<std::uint64_t>(sst.st_size);
-        return emit_file(c.root, c.path, std::move(*snap), 0, size, mtime, st.st_mode,
-                         FrameType::File, c.first_seen_ns, size);
+        return emit_file(c.root, c.path, std::make_shared<const UniqueFd>(std::move(*snap)), 0,
+                         size, mtime, st.st_mode, FrameType::File, c.first_seen_ns, size);
     }
-    auto fd = open_beneath(root, c.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    struct stat st {};
+    auto fd = open_source(c.root, c.path, mode == Mode::Append, st);
     if (!fd) {
         const auto& code = fd.error().code;
         if (code == std::errc::no_such_file_or_directory || code == std::errc::not_a_directory)
@@ -321,10 +382,8 @@ void Engine::Worker::prepare(const Change& c) {
         log::warn("sync", "not syncing {}: {}", c.path, fd.error().message());
         return job_skip(k, false, "");
     }
-    struct stat st {};
-    if (::fstat(fd->get(), &st) != 0) return job_skip(k, true, "fstat");
     if (S_ISDIR(st.st_mode)) {
-        auto m = scan_root(*fd, mode, false, *csum_key_);
+        auto m = scan_root(**fd, mode, false, *csum_key_);
         if (m) {
             for (const auto& [p, e] : *m)
                 (void)queue_.push_sync(c.root, c.path + "/" + p, c.first_seen_ns);
@@ -434,6 +493,12 @@ void Engine::Worker::on_ack(const FrameHeader& h) {
     }
     if (o.type == FrameType::Ping) return;
     const std::string k = key_of(o.root, o.path);
+    if (o.abandoned) {
+        // We dropped it ourselves (the file changed while it was sent); its close-write event
+        // brings the new version.
+        if (o.in_job && job_) ++job_->files_done;
+        return;
+    }
     if (status == AckStatus::Ok) {
         disk_full_reported_ = false;
         if (o.in_job && job_) {

@@ -41,7 +41,9 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
     }
     ::closedir(d);
     for (const auto& [name, type] : names) {
-        const std::string rel = prefix.empty() ? name : prefix + "/" + name;
+        std::string rel = prefix;
+        if (!rel.empty()) rel += '/';
+        rel += name;
         struct stat st {};
         if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue;  // raced delete

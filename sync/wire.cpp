@@ -36,7 +36,7 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 constexpr std::size_t kMacOffset = kHeaderSize - 8;
 
 bool known_type(std::uint8_t t) {
-    return t >= 1 && t <= 11;
+    return t >= 1 && t <= 12;
 }
 
 std::uint64_t handshake_mac(const Key& key, std::string_view label, const Nonce& nc,
@@ -75,6 +75,8 @@ std::string_view to_string(FrameType t) {
             return "full-request";
         case FrameType::Ping:
             return "ping";
+        case FrameType::Checksum:
+            return "checksum";
     }
     return "?";
 }
@@ -149,6 +151,8 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t> b, std::uint8_t 
         case FrameType::File:
             needs_path = true;
             max_len = kMaxFileSize;
+            if ((h.aux & ~kFileTrailer) != 0)
+                return fail(fmt::format("file frame: flags {:#x}", h.aux));
             break;
         case FrameType::Append:
             needs_path = true;
@@ -168,6 +172,11 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t> b, std::uint8_t 
         case FrameType::Ack:
             if (h.aux > static_cast<std::uint64_t>(AckStatus::Refused))
                 return fail(fmt::format("ack frame: status {}", h.aux));
+            break;
+        case FrameType::Checksum:
+            if ((h.aux & ~kChecksumAbandon) != 0)
+                return fail(fmt::format("checksum frame: flags {:#x}", h.aux));
+            if (h.path_len != 0) return fail("checksum frame: has a path");
             break;
         case FrameType::ManifestEnd:
         case FrameType::ManifestRequest:

@@ -12,8 +12,12 @@
 // Frame: a 68-byte header, then path_len bytes of root-relative path, then `length` payload
 // bytes. hdr_mac = SipHash(session_key, header[0..60) path) catches corruption and forgery of
 // the header; the payload carries its own keyed checksum (`checksum`, see checksum.hpp), verified
-// by the receiver before anything is renamed into place. Version 2 changed only that checksum
-// (version 1 was SipHash-2-4 over every payload byte).
+// by the receiver before anything is renamed into place. Version 2 changed that checksum (version
+// 1 was SipHash-2-4 over every payload byte) and added the checksum trailer: a large whole file is
+// sent with aux bit 0 set and no checksum in its header; a Checksum frame with the same seq follows
+// its payload at once. The sender hashes each chunk just before sending it, so hashing and the
+// transfer overlap, and it can still abandon the transfer (Checksum aux bit 0) when the file
+// changed while it was sent.
 #pragma once
 
 #include <array>
@@ -52,7 +56,10 @@ enum class FrameType : std::uint8_t {
     SyncDone = 9,         // A->S every difference of request `aux` has been sent before this
     FullRequest = 10,     // S->A please run a full backup now
     Ping = 11,            // A->S liveness; acked like data so lag math stays simple
+    Checksum = 12,        // A->S the trailer of the File frame `seq` (aux bit0: abandoned)
 };
+inline constexpr std::uint64_t kFileTrailer = 1;      // File aux: a Checksum frame follows
+inline constexpr std::uint64_t kChecksumAbandon = 1;  // Checksum aux: discard the file
 std::string_view to_string(FrameType t);
 
 enum class AckStatus : std::uint8_t {

@@ -50,6 +50,7 @@ struct Options {
     std::uint64_t tree_mib = 1024;
     bool full = true;
     bool lsyncd = true;
+    bool settle = true;
     std::string out = "sync_bench.json";
     std::string base = "/var/tmp";
 };
@@ -81,6 +82,7 @@ double median(std::vector<double> v) {
 double mad(const std::vector<double>& v) {
     const double m = median(v);
     std::vector<double> dev;
+    dev.reserve(v.size());
     for (double x : v) dev.push_back(std::abs(x - m));
     return median(dev);
 }
@@ -102,11 +104,13 @@ std::string cpu_model() {
     }
     return "?";
 }
-// CPU seconds of this process's "ha-sync" threads (both engines).
+// CPU seconds of this process's engine threads (both engines): the "ha-sync" workers, their
+// "ha-sync-fs" committers, and any io_uring worker ("iou-wrk-*") they started.
 double sync_threads_cpu_s() {
     double total = 0;
     for (const auto& e : fs::directory_iterator("/proc/self/task")) {
-        if (read_first_line(e.path().string() + "/comm") != "ha-sync") continue;
+        const auto comm = read_first_line(e.path().string() + "/comm");
+        if (!comm.starts_with("ha-sync") && !comm.starts_with("iou-wrk")) continue;
         std::ifstream f(e.path().string() + "/stat");
         std::string stat((std::istreambuf_iterator<char>(f)), {});
         const auto rp = stat.rfind(')');
@@ -151,6 +155,7 @@ class Proc {
         std::vector<std::string> full = {"ip", "netns", "exec", netns};
         full.insert(full.end(), argv.begin(), argv.end());
         std::vector<char*> args;
+        args.reserve(full.size() + 1);
         for (auto& a : full) args.push_back(a.data());
         args.push_back(nullptr);
         posix_spawn_file_actions_t fa;
@@ -450,7 +455,7 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
             // Only a whole copy counts as arrived (a mirror may copy a file still being written).
             if (std::sscanf(ev->name, "msg%d.wav", &i) == 1 && i >= 0 && i < n &&
                 ::stat(m.S(fmt::format("vm/bench/msg{}.wav", i)).c_str(), &st) == 0 &&
-                st.st_size == 200 * 1024) {
+                st.st_size == off_t{200} * 1024) {
                 std::lock_guard lk(mu);
                 if (t_close[static_cast<std::size_t>(i)] > 0)
                     lags.push_back(t - t_close[static_cast<std::size_t>(i)]);
@@ -459,7 +464,7 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
         });
     });
     const double cpu0 = m.cpu_s();
-    std::string data(200 * 1024, 'w');
+    std::string data(std::size_t{200} * 1024, 'w');
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
         std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100 * i));
@@ -629,11 +634,21 @@ double iperf_MBps(Pair& p) {
     return std::stod(out.substr(out.find(':', bps) + 1)) / 8 / 1e6;
 }
 
+// The three copies of a run (cp, engine, rsync) go to three directories, and nothing is deleted
+// until the run is over: on an ext4 without a journal (this VM's disk) creating a file right after
+// thousands were deleted scans past every inode deleted in the last 60-360 s ("recently_deleted"),
+// which would slow down whichever copy comes after a delete.
 FullResult bench_full(const Options& o, bool tmpfs) {
     FullResult r;
     r.target = tmpfs ? "tmpfs" : "disk";
     const std::uint64_t total = o.tree_mib << 20;
-    Pair p(o, tmpfs, o.tree_mib * 2 + 64);
+    if (!tmpfs && o.settle) {
+        // Earlier deletes (lag workloads, a previous run) stop counting as "recent" once their
+        // inode table blocks are clean and 60 s old.
+        ::sync();
+        std::this_thread::sleep_for(65s);
+    }
+    Pair p(o, tmpfs, o.tree_mib * 3 + 64);
     if (!p.ok()) return r;
     const auto bytes = make_tree(p.A("vm/tree"), total);
     r.tree_mb = static_cast<double>(bytes) / 1e6;
@@ -644,7 +659,6 @@ FullResult bench_full(const Options& o, bool tmpfs) {
         ha::sync::test::sh(
             fmt::format("cp -a {} {} && sync -f {}", p.A("vm/tree"), p.S("copy"), p.S("copy")));
         r.local_copy_MBps = r.tree_mb / ((now_ms() - t0) / 1000);
-        ha::sync::test::sh(fmt::format("rm -rf {}", p.S("copy")));
         ::sync();
     }
     r.tcp_MBps = iperf_MBps(p);
@@ -661,14 +675,14 @@ FullResult bench_full(const Options& o, bool tmpfs) {
     if (!o.lsyncd) return r;
     // The comparison: rsync -a of the same tree (page cache as warm as for the engines) through
     // an rsync daemon in the standby's namespace, into the same filesystem, synced.
-    ha::sync::test::sh(fmt::format("rm -rf {}", p.S("vm/tree")));
+    fs::create_directories(p.S("rsync"));
     ::sync();
     const auto daemon = start_rsyncd(p.net().b(), p.base(), p.stby_dir());
     if (!daemon) return r;
     const auto t1 = now_ms();
     r.rsync_ok =
         ha::sync::test::sh(fmt::format("ip netns exec {} rsync -a --sockopts=TCP_NODELAY "
-                                       "{}/ rsync://198.18.7.2:{}/stby/vm/tree/ && "
+                                       "{}/ rsync://198.18.7.2:{}/stby/rsync/tree/ && "
                                        "sync -f {}",
                                        p.net().a(), p.A("vm/tree"), kRsyncPort, p.S("."))) == 0;
     r.rsync_MBps = r.tree_mb / ((now_ms() - t1) / 1000);
@@ -692,6 +706,8 @@ int main(int argc, char** argv) {
             o.full = false;
         else if (a == "--no-lsyncd")
             o.lsyncd = false;
+        else if (a == "--no-settle")
+            o.settle = false;
         else if (a == "--out")
             o.out = val();
         else if (a == "--base")
@@ -700,7 +716,7 @@ int main(int argc, char** argv) {
             std::fprintf(
                 stderr,
                 "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--no-lsyncd] "
-                "[--out F] [--base DIR]\n",
+                "[--no-settle] [--out F] [--base DIR]\n",
                 argv[0]);
             return 2;
         }
@@ -785,7 +801,7 @@ int main(int argc, char** argv) {
         std::printf("\n%-8s %10s %12s %14s %12s %10s %12s %10s\n", "target", "tree MB", "sync MB/s",
                     "local cp MB/s", "tcp MB/s", "ratio", "rsync MB/s", "sync cpu s");
         bool first = true;
-        for (bool tmpfs : {true, false}) {
+        for (bool tmpfs : {false, true}) {
             const auto r = bench_full(o, tmpfs);
             const double limit = std::min(r.local_copy_MBps, r.tcp_MBps);
             std::printf("%-8s %10.0f %12.1f %14.1f %12.1f %9.0f%% %12.1f %10.2f%s%s\n",

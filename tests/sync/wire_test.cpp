@@ -212,6 +212,34 @@ TEST(FrameReader, RejectsUnknownTypeRootOutOfRangeAndOversizedPayload) {
     EXPECT_TRUE(c.frames.empty());
 }
 
+TEST(FrameReader, ChecksumTrailerFramesAndFlagsAreChecked) {
+    auto frame = [](FrameHeader h, std::string_view path = "") {
+        std::vector<std::uint8_t> out;
+        encode_frame(kSession, h, path, out);
+        return out;
+    };
+    Collect c;
+    FrameReader ok(kSession, 4);
+    auto f = frame(FrameHeader{.type = FrameType::File, .root = 1, .seq = 9, .aux = kFileTrailer},
+                   "big.wav");
+    auto t = frame(FrameHeader{.type = FrameType::Checksum, .seq = 9, .checksum = 77});
+    f.insert(f.end(), t.begin(), t.end());
+    ASSERT_TRUE(ok.feed(f, c));
+    ASSERT_EQ(c.frames.size(), 2u);
+    EXPECT_EQ(c.frames[1].h.type, FrameType::Checksum);
+    EXPECT_EQ(c.frames[1].h.checksum, 77u);
+    for (auto bad : {frame(FrameHeader{.type = FrameType::File, .aux = 2}, "x"),
+                     frame(FrameHeader{.type = FrameType::Checksum, .aux = 2}),
+                     frame(FrameHeader{.type = FrameType::Checksum, .length = 1})}) {
+        FrameReader r(kSession, 4);
+        Collect sink;
+        EXPECT_FALSE(r.feed(bad, sink));
+    }
+    const auto with_path = frame(FrameHeader{.type = FrameType::Checksum}, "p");
+    EXPECT_FALSE(decode_header(std::span(with_path).first(kHeaderSize), 4))
+        << "a checksum frame has no path";
+}
+
 TEST(FrameReader, RejectsEscapingPathsEvenWithValidMac) {
     for (const char* bad :
          {"../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "./a", "a/.", ".ha-sync-tmp.x"}) {

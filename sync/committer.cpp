@@ -1,0 +1,209 @@
+#include "sync/committer.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.hpp"
+
+namespace ha::sync {
+
+AckStatus status_for_errno(int err) {
+    switch (err) {
+        case ENOSPC:
+        case EDQUOT:
+            return AckStatus::NoSpace;
+        case ELOOP:
+        case EXDEV:
+        case ENOTDIR:
+        case EISDIR:
+            return AckStatus::Refused;
+        default:
+            return AckStatus::IoError;
+    }
+}
+
+namespace {
+
+struct DirId {
+    dev_t dev;
+    ino_t ino;
+    const UniqueFd* fd;
+};
+
+void note(CommitJob& job, std::string what) {
+    if (job.error.empty()) job.error = std::move(what);
+}
+
+}  // namespace
+
+void run_commit_job(CommitJob& job) {
+    // 1. The bytes of every whole file, durable before any name points at them.
+    if (job.files.size() == 1) {
+        auto& f = job.files.front();
+        const int fd = f.status == AckStatus::Ok ? ::openat(f.dir->get(), f.tmp.c_str(),
+                                                            O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                                                 : -1;
+        const UniqueFd tmp(fd);
+        if (f.status == AckStatus::Ok && (fd < 0 || ::fsync(fd) != 0)) {
+            const int err = errno;
+            f.status = status_for_errno(err);
+            note(job, fmt::format("fsync {}: {}", f.path, std::strerror(err)));
+        }
+    } else if (!job.files.empty()) {
+        // One syncfs per filesystem instead of one fsync (and one device flush) per file.
+        std::vector<std::pair<dev_t, int>> synced;  // device, errno (0 = ok)
+        for (auto& f : job.files) {
+            if (f.status != AckStatus::Ok) continue;
+            struct stat st {};
+            if (::fstat(f.dir->get(), &st) != 0) {
+                f.status = AckStatus::IoError;
+                continue;
+            }
+            auto it = std::find_if(synced.begin(), synced.end(),
+                                   [&](const auto& s) { return s.first == st.st_dev; });
+            if (it == synced.end()) {
+                const int err = ::syncfs(f.dir->get()) == 0 ? 0 : errno;
+                if (err != 0)
+                    note(job, fmt::format("syncfs for {} files: {}", job.files.size(),
+                                          std::strerror(err)));
+                it = synced.insert(synced.end(), {st.st_dev, err});
+            }
+            if (it->second != 0) f.status = status_for_errno(it->second);
+        }
+    }
+    // 2. Install them, in order; a failed one leaves its old version (or nothing) in place.
+    std::vector<DirId> dirty;
+    auto mark = [&](const UniqueFd& dir) {
+        struct stat st {};
+        if (::fstat(dir.get(), &st) != 0) return;
+        for (const auto& d : dirty) {
+            if (d.dev == st.st_dev && d.ino == st.st_ino) return;
+        }
+        dirty.push_back({st.st_dev, st.st_ino, &dir});
+    };
+    for (auto& f : job.files) {
+        if (f.status == AckStatus::Ok && f.sqlite) {
+            // A stale -wal beside a replaced database would be replayed into the new file.
+            for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+                const std::string side = f.leaf + suffix;
+                ::unlinkat(f.dir->get(), side.c_str(), 0);
+            }
+        }
+        if (f.status == AckStatus::Ok &&
+            ::renameat(f.dir->get(), f.tmp.c_str(), f.dir->get(), f.leaf.c_str()) != 0) {
+            const int err = errno;
+            f.status = status_for_errno(err);
+            note(job, fmt::format("rename into {}: {}", f.path, std::strerror(err)));
+        }
+        if (f.status != AckStatus::Ok) {
+            ::unlinkat(f.dir->get(), f.tmp.c_str(), 0);
+            continue;
+        }
+        mark(*f.dir);
+    }
+    // 3. Appended bytes: visible since they were written, durable now.
+    for (auto& a : job.appends) {
+        if (::fdatasync(a.fd->get()) != 0) {
+            const int err = errno;
+            a.status = status_for_errno(err);
+            note(job, fmt::format("fdatasync {}: {}", a.path, std::strerror(err)));
+        }
+    }
+    // 4. The names.
+    for (const auto& d : job.dirs) mark(*d);
+    bool dirs_ok = true;
+    for (const auto& d : dirty) {
+        if (::fsync(d.fd->get()) != 0) {
+            dirs_ok = false;
+            note(job, fmt::format("fsync directory: {}", std::strerror(errno)));
+        }
+    }
+    if (!dirs_ok) {
+        // Which entry did not make it is unknown: none of them is acknowledged as durable.
+        for (auto& f : job.files) {
+            if (f.status == AckStatus::Ok) f.status = AckStatus::IoError;
+        }
+        for (auto& fr : job.frames) {
+            if (fr.append == CommitJob::kNoAppend && fr.status == AckStatus::Ok)
+                fr.status = AckStatus::IoError;
+        }
+    }
+    for (auto& fr : job.frames) {
+        if (fr.append != CommitJob::kNoAppend && fr.status == AckStatus::Ok)
+            fr.status = job.appends[fr.append].status;
+    }
+}
+
+Result<std::unique_ptr<Committer>> Committer::create() {
+    std::unique_ptr<Committer> c(new Committer());
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) return last_errno("eventfd");
+    c->done_fd_ = UniqueFd(fd);
+    c->thread_ = std::thread([p = c.get()] {
+        pthread_setname_np(pthread_self(), "ha-sync-fs");
+        p->loop();
+    });
+    return c;
+}
+
+Committer::~Committer() {
+    {
+        std::lock_guard lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+}
+
+void Committer::loop() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+        cv_.wait(lk, [&] { return stop_ || !todo_.empty(); });
+        if (todo_.empty()) return;  // stop_, and everything submitted has run
+        auto job = std::move(todo_.front());
+        todo_.pop_front();
+        lk.unlock();
+        run_commit_job(*job);
+        lk.lock();
+        done_.push_back(std::move(job));
+        const std::uint64_t one = 1;
+        (void)!::write(done_fd_.get(), &one, sizeof one);
+        done_cv_.notify_one();
+    }
+}
+
+void Committer::submit(std::unique_ptr<CommitJob> job) {
+    {
+        std::lock_guard lk(mu_);
+        todo_.push_back(std::move(job));
+    }
+    ++in_flight_;
+    cv_.notify_one();
+}
+
+std::unique_ptr<CommitJob> Committer::take_done() {
+    std::lock_guard lk(mu_);
+    if (done_.empty()) return nullptr;
+    auto job = std::move(done_.front());
+    done_.pop_front();
+    --in_flight_;
+    return job;
+}
+
+std::unique_ptr<CommitJob> Committer::wait_one() {
+    if (in_flight_ == 0) return nullptr;
+    std::unique_lock lk(mu_);
+    done_cv_.wait(lk, [&] { return !done_.empty(); });
+    auto job = std::move(done_.front());
+    done_.pop_front();
+    --in_flight_;
+    return job;
+}
+
+}  // namespace ha::sync
