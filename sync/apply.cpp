@@ -146,6 +146,7 @@ void Applier::begin(const FrameHeader& h, std::string_view path) {
                 return;
             }
             append_out_ = *fd;
+            append_id_ = {st.st_dev, st.st_ino};
             return;
         }
         pending_ = fail_with(AckStatus::NeedFull, fmt::format("append {}: replaced", cur_path_));
@@ -238,29 +239,24 @@ AckStatus Applier::end() {
         ::futimens(fd, times);
         pending_bytes_ += cur_.length;
         files_.push_back(CommitJob::File{cur_.seq, cur_.root, std::move(dir_), tmp_name_, leaf_,
-                                         cur_path_, roots_[cur_.root].mode == Mode::Sqlite});
+                                         cur_path_, roots_[cur_.root].mode == Mode::Sqlite,
+                                         cur_.mtime_ns});
         tmp_name_.clear();
         out_.reset();
         // The next append to this name must open the file installed by this one.
         targets_.erase(cache_key(cur_.root, cur_path_));
         return AckStatus::Ok;
     }
-    ::futimens(fd, times);
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        const int err = errno;
-        discard();
-        return fail_with(status_for_errno(err),
-                         fmt::format("fstat {}: {}", cur_path_, std::strerror(err)));
-    }
+    // The mtime is set once per group, by the committer, with the newest one.
     std::size_t i = 0;
     while (i < append_ids_.size() &&
-           (append_ids_[i].dev != st.st_dev || append_ids_[i].ino != st.st_ino))
+           (append_ids_[i].dev != append_id_.dev || append_ids_[i].ino != append_id_.ino))
         ++i;
     if (i == append_ids_.size()) {
-        append_ids_.push_back({st.st_dev, st.st_ino});
+        append_ids_.push_back(append_id_);
         appends_.push_back(CommitJob::Append{append_out_, cur_.offset, cur_path_});
     }
+    appends_[i].mtime_ns = cur_.mtime_ns;
     last_append_ = i;
     append_out_.reset();
     return AckStatus::Ok;
@@ -307,6 +303,13 @@ AckStatus Applier::apply_delete(std::uint8_t root, std::string_view path,
     if (auto st = remove_at(*dir, leaf); !st)
         return fail_with(status_for(st.error()),
                          st.error().wrap(fmt::format("delete {}", path)).message());
+    if (roots_[root].mode == Mode::Sqlite) {
+        // A database goes with its side files (the replica's WAL persists, see replica.hpp).
+        for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+            const std::string side = leaf + suffix;
+            ::unlinkat(dir->get(), side.c_str(), 0);
+        }
+    }
     dirs.push_back(std::make_shared<const UniqueFd>(std::move(*dir)));
     return AckStatus::Ok;
 }

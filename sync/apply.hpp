@@ -113,6 +113,7 @@ class Applier {
     };
     std::vector<CommitJob::Append> appends_;
     std::vector<OpenAppend> append_ids_;
+    OpenAppend append_id_{};  // the target of the append in progress
     std::size_t last_append_ = 0;
 };
 

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "sync/replica.hpp"
 
 namespace ha::sync {
 
@@ -42,10 +43,44 @@ void note(CommitJob& job, std::string what) {
 
 }  // namespace
 
-void run_commit_job(CommitJob& job) {
-    // 1. The bytes of every whole file, durable before any name points at them.
-    if (job.files.size() == 1) {
-        auto& f = job.files.front();
+void run_commit_job(CommitJob& job, SqliteReplicas* replicas) {
+    std::string key;
+    auto key_of = [&](const CommitJob::File& f) -> const std::string& {
+        key.assign(1, static_cast<char>(f.root));
+        key += f.path;
+        return key;
+    };
+    // 0. Nothing may still hold a replica the engine removes next.
+    if (replicas != nullptr) {
+        for (const auto& [root, path] : job.close_sqlite) replicas->close_under(root, path);
+    }
+    // 1a. Snapshots applied through SQLite. Once one of a database is declined, the later ones
+    // of the same database in this job are installed by rename too, in order.
+    std::vector<std::size_t> applied;  // indexes into job.files
+    std::vector<std::string> declined;
+    std::vector<char> done(job.files.size(), 0);
+    if (replicas != nullptr) {
+        for (std::size_t i = 0; i < job.files.size(); ++i) {
+            auto& f = job.files[i];
+            if (!f.sqlite || f.status != AckStatus::Ok) continue;
+            const std::string& k = key_of(f);
+            if (std::find(declined.begin(), declined.end(), k) != declined.end()) continue;
+            std::string why;
+            if (replicas->apply(k, f.dir, f.tmp, f.leaf, f.mtime_ns, why)) {
+                applied.push_back(i);
+                done[i] = 1;
+            } else {
+                log::debug("sync", "snapshot of {} installed by rename: {}", f.path, why);
+                declined.push_back(k);
+            }
+        }
+    }
+    std::size_t rest = 0;
+    for (std::size_t i = 0; i < job.files.size(); ++i) rest += done[i] == 0 ? 1 : 0;
+    // 1b. The bytes of every other whole file, durable before any name points at them.
+    if (rest == 1) {
+        auto& f = job.files[static_cast<std::size_t>(std::find(done.begin(), done.end(), 0) -
+                                                     done.begin())];
         const int fd = f.status == AckStatus::Ok ? ::openat(f.dir->get(), f.tmp.c_str(),
                                                             O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                                                  : -1;
@@ -55,11 +90,12 @@ void run_commit_job(CommitJob& job) {
             f.status = status_for_errno(err);
             note(job, fmt::format("fsync {}: {}", f.path, std::strerror(err)));
         }
-    } else if (!job.files.empty()) {
+    } else if (rest > 1) {
         // One syncfs per filesystem instead of one fsync (and one device flush) per file.
         std::vector<std::pair<dev_t, int>> synced;  // device, errno (0 = ok)
-        for (auto& f : job.files) {
-            if (f.status != AckStatus::Ok) continue;
+        for (std::size_t i = 0; i < job.files.size(); ++i) {
+            auto& f = job.files[i];
+            if (done[i] != 0 || f.status != AckStatus::Ok) continue;
             struct stat st {};
             if (::fstat(f.dir->get(), &st) != 0) {
                 f.status = AckStatus::IoError;
@@ -87,8 +123,12 @@ void run_commit_job(CommitJob& job) {
         }
         dirty.push_back({st.st_dev, st.st_ino, &dir});
     };
-    for (auto& f : job.files) {
+    for (std::size_t i = 0; i < job.files.size(); ++i) {
+        auto& f = job.files[i];
+        if (done[i] != 0) continue;
         if (f.status == AckStatus::Ok && f.sqlite) {
+            // Its replica's connection goes first (it would keep using the replaced file).
+            if (replicas != nullptr) replicas->close(key_of(f));
             // A stale -wal beside a replaced database would be replayed into the new file.
             for (const char* suffix : {"-wal", "-shm", "-journal"}) {
                 const std::string side = f.leaf + suffix;
@@ -109,10 +149,21 @@ void run_commit_job(CommitJob& job) {
     }
     // 3. Appended bytes: visible since they were written, durable now.
     for (auto& a : job.appends) {
+        const timespec times[2] = {{0, UTIME_OMIT},
+                                   {static_cast<time_t>(a.mtime_ns / 1'000'000'000),
+                                    static_cast<long>(a.mtime_ns % 1'000'000'000)}};
+        ::futimens(a.fd->get(), times);
         if (::fdatasync(a.fd->get()) != 0) {
             const int err = errno;
             a.status = status_for_errno(err);
             note(job, fmt::format("fdatasync {}: {}", a.path, std::strerror(err)));
+        }
+    }
+    for (const std::size_t i : applied) {
+        auto& f = job.files[i];
+        if (const int err = replicas->sync(key_of(f)); err != 0) {
+            f.status = status_for_errno(err);
+            note(job, fmt::format("fdatasync {}-wal: {}", f.path, std::strerror(err)));
         }
     }
     // 4. The names.
@@ -126,8 +177,9 @@ void run_commit_job(CommitJob& job) {
     }
     if (!dirs_ok) {
         // Which entry did not make it is unknown: none of them is acknowledged as durable.
-        for (auto& f : job.files) {
-            if (f.status == AckStatus::Ok) f.status = AckStatus::IoError;
+        for (std::size_t i = 0; i < job.files.size(); ++i) {
+            if (done[i] == 0 && job.files[i].status == AckStatus::Ok)
+                job.files[i].status = AckStatus::IoError;
         }
         for (auto& fr : job.frames) {
             if (fr.append == CommitJob::kNoAppend && fr.status == AckStatus::Ok)
@@ -145,6 +197,7 @@ Result<std::unique_ptr<Committer>> Committer::create() {
     const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) return last_errno("eventfd");
     c->done_fd_ = UniqueFd(fd);
+    c->replicas_ = std::make_unique<SqliteReplicas>();
     c->thread_ = std::thread([p = c.get()] {
         pthread_setname_np(pthread_self(), "ha-sync-fs");
         p->loop();
@@ -169,7 +222,7 @@ void Committer::loop() {
         auto job = std::move(todo_.front());
         todo_.pop_front();
         lk.unlock();
-        run_commit_job(*job);
+        run_commit_job(*job, replicas_.get());
         lk.lock();
         done_.push_back(std::move(job));
         const std::uint64_t one = 1;

@@ -62,6 +62,8 @@ std::string_view to_string(SyncEvent::Kind k) {
             return "apply-failed";
         case K::Quarantined:
             return "quarantined";
+        case K::Restored:
+            return "restored";
     }
     return "?";
 }
@@ -132,6 +134,7 @@ SyncStatus Engine::status() const {
     s.connected = cells_.connected.load(r);
     s.role = static_cast<Role>(cells_.role.load(r));
     s.lag_bytes = cells_.lag_bytes.load(r);
+    s.unacked_changes = cells_.unacked.load(r);
     s.queued_changes = cells_.queued.load(r);
     s.oldest_unacked_ns = cells_.oldest_ns.load(r);
     s.bytes_sent = cells_.bytes_sent.load(r);
@@ -218,10 +221,10 @@ void Engine::Worker::arm(Slot s, unsigned mask) {
     st.armed = op;
 }
 
-void Engine::Worker::wait(std::chrono::milliseconds timeout) {
+void Engine::Worker::wait(std::chrono::nanoseconds timeout) {
     __kernel_timespec ts{};
-    ts.tv_sec = timeout.count() / 1000;
-    ts.tv_nsec = (timeout.count() % 1000) * 1'000'000;
+    ts.tv_sec = timeout.count() / 1'000'000'000;
+    ts.tv_nsec = timeout.count() % 1'000'000'000;
     io_uring_cqe* cqe = nullptr;
     const int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -244,12 +247,14 @@ void Engine::Worker::wait(std::chrono::milliseconds timeout) {
 }
 
 void Engine::Worker::emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files,
-                          std::uint64_t bytes) {
+                          std::uint64_t bytes, std::uint64_t duration_ms, bool initial) {
     SyncEvent ev;
     ev.kind = k;
     ev.wall_ms = wall_ms();
     ev.files = files;
     ev.bytes = bytes;
+    ev.duration_ms = duration_ms;
+    ev.initial = initial;
     const std::size_t n = std::min(detail.size(), ev.detail.size() - 1);
     std::memcpy(ev.detail.data(), detail.data(), n);
     if (!e_.events_.push(ev)) {
@@ -272,14 +277,18 @@ void Engine::Worker::run() {
         }
         if (committer_) arm(kCommit, POLLIN);
         std::uint64_t wait_ns = slots_[kConnIn].ready ? 0 : 50'000'000;
-        if (!sqlite_recheck_ns_.empty()) {
+        if (append_due_ns_ != 0) {
             const std::uint64_t t = mono_ns();
-            for (const auto& [k, due] : sqlite_recheck_ns_)
-                wait_ns = std::min(wait_ns, due > t ? due - t : 0);
+            wait_ns = std::min(wait_ns, append_due_ns_ > t ? append_due_ns_ - t : 0);
         }
-        wait(std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::nanoseconds(wait_ns)) +
-             std::chrono::milliseconds(wait_ns % 1'000'000 != 0 ? 1 : 0));
+        if (!sqlite_watch_.empty()) {
+            const std::uint64_t t = mono_ns();
+            for (const auto& [k, w] : sqlite_watch_) {
+                const std::uint64_t due = std::min(w.next_check_ns, w.deadline_ns);
+                wait_ns = std::min(wait_ns, due > t ? due - t : 0);
+            }
+        }
+        wait(std::chrono::nanoseconds(wait_ns));
         const std::uint64_t now = mono_ns();
         if (std::exchange(slots_[kCmd].ready, false)) handle_commands();
         if (stopping_) break;
@@ -293,6 +302,10 @@ void Engine::Worker::run() {
             if (role_ == Role::Active) {
                 pump();
             } else {
+                if (append_due_ns_ != 0 && mono_ns() >= append_due_ns_) {
+                    submit_open(false);
+                    send_ready_acks();
+                }
                 flush();
             }
         }
@@ -355,7 +368,8 @@ void Engine::Worker::apply_role(Role r) {
     applier_.reset();
     queue_.clear();
     writing_.clear();
-    sqlite_recheck_ns_.clear();
+    sqlite_watch_.clear();
+    sqlite_hdr_.clear();
     sqlite_sent_sum_.clear();
     srcs_.clear();
     if (job_) fail_job("role change");
@@ -395,7 +409,12 @@ void Engine::Worker::apply_role(Role r) {
 
 void Engine::Worker::do_quarantine(std::uint64_t term) {
     if (conn_) drop_conn("quarantine");
-    // Nothing may still be renamed into the roots while their content moves away.
+    // Nothing may still be renamed into the roots while their content moves away, and no replica
+    // may stay open on a moved database.
+    if (committer_) {
+        for (std::size_t i = 0; i < cfg_.roots.size(); ++i)
+            open_job().close_sqlite.emplace_back(static_cast<std::uint8_t>(i), "");
+    }
     flush_commits();
     if (applier_) applier_->forget_caches();
     const std::time_t t = std::time(nullptr);
@@ -457,7 +476,9 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     const bool slow = full || now - last_publish_ns_ > 50'000'000;
     c.connected.store(conn_.has_value() && (role_ != Role::Active || streaming_), r);
     c.lag_bytes.store(outstanding_bytes_, r);
-    c.queued.store(queue_.size(), r);
+    c.unacked.store(outstanding_.size() - outstanding_pings_, r);
+    // A database written to whose commit is not snapshot yet is a queued change too.
+    c.queued.store(queue_.size() + sqlite_watch_.size(), r);
     c.bytes_sent.store(bytes_sent_, r);
     c.files_sent.store(files_sent_, r);
     c.bytes_applied.store(bytes_applied_, r);
@@ -467,6 +488,8 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     if (!slow) return;
     last_publish_ns_ = now;
     std::uint64_t oldest = queue_.oldest_ns();
+    for (const auto& [k, w] : sqlite_watch_)
+        oldest = oldest == 0 ? w.first_seen_ns : std::min(oldest, w.first_seen_ns);
     if (!outstanding_.empty()) {
         const auto o = outstanding_.front().first_seen_ns;
         oldest = oldest == 0 ? o : std::min(oldest, o);
@@ -512,21 +535,14 @@ void Engine::Worker::timers(std::uint64_t now) {
         }
     }
     if (role_ != Role::Active) return;
-    for (auto it = sqlite_recheck_ns_.begin(); it != sqlite_recheck_ns_.end();) {
-        if (now < it->second) {
-            ++it;
-            continue;
-        }
-        (void)queue_.push_sync(static_cast<std::uint8_t>(it->first[0]), it->first.substr(1), now,
-                               true);
-        it = sqlite_recheck_ns_.erase(it);
-    }
+    sqlite_timers(now);
     if (!listen_fd_ && now >= next_listen_try_ns_) listen_start();
     if (conn_ && streaming_ && now >= next_ping_ns_) {
         next_ping_ns_ = now + timeout_ns / 4;
         const std::uint64_t seq = next_seq_++;
         send_frame(FrameHeader{.type = FrameType::Ping, .seq = seq}, "");
         outstanding_.push_back({seq, 0, 0, 0, {}, FrameType::Ping, false});
+        ++outstanding_pings_;
     }
     if (conn_ && streaming_ && resync_due_ns_ != 0 && now >= resync_due_ns_ && !job_ &&
         awaiting_req_ == 0) {

@@ -79,7 +79,8 @@ struct SyncStatus {
     bool connected = false;
     Role role = Role::Off;
     std::uint64_t lag_bytes = 0;          // sent or being sent, not yet acknowledged
-    std::uint64_t queued_changes = 0;     // coalesced paths not yet sent
+    std::uint64_t unacked_changes = 0;    // frames sent, not yet acknowledged (deletes too)
+    std::uint64_t queued_changes = 0;     // coalesced paths (and uncopied commits) not yet sent
     std::uint64_t oldest_unacked_ns = 0;  // age of the oldest change not yet acknowledged
     std::uint64_t bytes_sent = 0, files_sent = 0;
     std::uint64_t bytes_applied = 0, files_applied = 0;  // standby side
@@ -88,7 +89,8 @@ struct SyncStatus {
     std::uint64_t errors = 0;
     // The force switch may proceed: connected, initial sync done, nothing queued or unacked.
     [[nodiscard]] bool drained() const {
-        return connected && initial_done && lag_bytes == 0 && queued_changes == 0;
+        return connected && initial_done && lag_bytes == 0 && unacked_changes == 0 &&
+               queued_changes == 0;
     }
 };
 
@@ -104,11 +106,14 @@ struct SyncEvent {
         ChecksumMismatch,  // a transfer did not match its checksum (discarded, re-sent)
         ApplyFailed,       // standby could not apply a change (I/O error)
         Quarantined,       // local roots moved aside (split-brain loser)
+        Restored,          // a condition reported before has cleared; detail names it
     };
     Kind kind = Kind::Connected;
     std::int64_t wall_ms = 0;
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
+    std::uint64_t duration_ms = 0;   // backups and initial syncs
+    bool initial = false;            // BackupSuccess/BackupFailed of a standby's initial sync
     std::array<char, 200> detail{};  // NUL-terminated
     [[nodiscard]] std::string_view text() const { return detail.data(); }
 };
@@ -161,7 +166,7 @@ class Engine {
     struct Cells {
         std::atomic<bool> connected{false}, initial_done{false}, fb_in_progress{false};
         std::atomic<std::uint8_t> role{0}, fb_last_result{0};
-        std::atomic<std::uint64_t> lag_bytes{0}, queued{0}, oldest_ns{0}, bytes_sent{0},
+        std::atomic<std::uint64_t> lag_bytes{0}, unacked{0}, queued{0}, oldest_ns{0}, bytes_sent{0},
             files_sent{0}, bytes_applied{0}, files_applied{0}, fb_files_done{0}, fb_files_total{0},
             fb_bytes_done{0}, fb_bytes_total{0}, fb_rate{0}, fb_eta{0}, errors{0},
             dropped_events{0};

@@ -180,6 +180,7 @@ void Engine::Worker::drop_conn(std::string_view why) {
         }
         outstanding_.clear();
         outstanding_bytes_ = 0;
+        outstanding_pings_ = 0;
         sent_offset_.clear();
         sqlite_sent_sum_.clear();
         awaiting_req_ = 0;

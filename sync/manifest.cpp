@@ -58,6 +58,8 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
         }
         if (!S_ISREG(st.st_mode)) continue;
         if (mode == Mode::Sqlite && is_sqlite_side_file(rel)) {
+            // Readers write the -shm (read marks) without changing the database: not a version.
+            if (rel.ends_with("-shm")) continue;
             auto& db = out[sqlite_db_of(rel)];
             db.mtime_ns = std::max(db.mtime_ns, mtime_of(st));
             continue;

@@ -27,8 +27,8 @@ struct ManifestEntry {
 using Manifest = std::map<std::string, ManifestEntry>;  // root-relative path -> entry
 
 // Regular files only; symlinks and our temp files are skipped. In sqlite mode the side files
-// (-wal, -shm, -journal) are folded into their database: its mtime is the newest of the set,
-// which is what the standby's copy carries after a snapshot.
+// (-wal, -journal) are folded into their database: its mtime is the newest of the set, which is
+// what the standby's copy carries after a snapshot; the -shm (readers write it) is ignored.
 Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums,
                            const ChecksumKey& key);
 

@@ -77,7 +77,7 @@ class Engine::Worker final : public FrameSink {
     };
     void set_slot_fd(Slot s, int fd);
     void arm(Slot s, unsigned mask);
-    void wait(std::chrono::milliseconds timeout);
+    void wait(std::chrono::nanoseconds timeout);
 
     // --- connection ---
     using Conn = SyncConn;
@@ -99,7 +99,7 @@ class Engine::Worker final : public FrameSink {
     void timers(std::uint64_t now);
     void publish(std::uint64_t now, bool full);
     void emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files = 0,
-              std::uint64_t bytes = 0);
+              std::uint64_t bytes = 0, std::uint64_t duration_ms = 0, bool initial = false);
 
     // --- active ---
     struct Outstanding {
@@ -187,16 +187,36 @@ class Engine::Worker final : public FrameSink {
     std::uint64_t next_listen_try_ns_ = 0;
     ChangeQueue queue_;
     std::unordered_map<std::string, std::uint64_t> sent_offset_;
-    std::unordered_map<std::string, SharedFd> srcs_;  // append sources kept open (open_source)
-    std::unordered_set<std::string> writing_;
-    // sqlite: a -wal write is seen before the commit is visible to readers, so a snapshot taken
-    // at once can miss it. Each burst of writes gets one more snapshot a moment later; a snapshot
-    // identical to the last one sent is not sent again.
-    std::unordered_map<std::string, std::uint64_t> sqlite_recheck_ns_;
-    std::unordered_map<std::string, std::uint64_t>
-        sqlite_sent_sum_;  // file-mode paths written to since their last close
+    struct OpenSource {
+        SharedFd fd;
+        dev_t dev;
+        ino_t ino;
+    };
+    std::unordered_map<std::string, OpenSource> srcs_;  // append sources kept open (open_source)
+    bool noatime_ = true;  // cleared when O_NOATIME is refused (not owner, no CAP_FOWNER)
+    std::unordered_set<std::string> writing_;  // file-mode paths written to since their last close
+    // sqlite: a -wal write is seen before its commit is visible to readers (the commit ends with
+    // an update of the wal-index header in the -shm, a memory write inotify does not see). After
+    // a write the header is watched every few hundred us and the snapshot taken as soon as it
+    // moves; a snapshot is taken anyway `kSqliteSettleNs` after the last write (rollback-journal
+    // databases, or a header we cannot read). Until then the change counts as queued, so
+    // "drained" (and the force switch) waits for it. A snapshot identical to the last one sent is
+    // not sent again.
+    struct SqliteWatch {
+        std::uint64_t first_seen_ns = 0;
+        std::uint64_t next_check_ns = 0;
+        std::uint64_t deadline_ns = 0;
+    };
+    std::unordered_map<std::string, SqliteWatch> sqlite_watch_;       // root+db
+    std::unordered_map<std::string, std::string> sqlite_hdr_;         // header at the last snapshot
+    std::unordered_map<std::string, std::uint64_t> sqlite_sent_sum_;  // checksum of the last sent
+    void sqlite_changed(std::uint8_t root, const std::string& db, std::uint64_t now);
+    void sqlite_timers(std::uint64_t now);
+    // The wal-index header of `db` (48 bytes of its -shm), or "" when there is none to read.
+    std::string sqlite_wal_header(std::uint8_t root, const std::string& db);
     std::deque<Outstanding> outstanding_;
     std::uint64_t outstanding_bytes_ = 0;
+    std::size_t outstanding_pings_ = 0;  // keepalives among outstanding_ (not changes)
     std::uint64_t next_seq_ = 1;
     bool streaming_ = false;
     std::vector<Manifest> peer_manifest_;
@@ -226,6 +246,7 @@ class Engine::Worker final : public FrameSink {
     };
     std::deque<PendingAck> acks_;
     std::uint64_t conn_gen_ = 0;  // bumped per connection: old jobs' acks are not sent on a new one
+    std::uint64_t append_due_ns_ = 0;  // when the appends of the open job go to the committer
     std::uint64_t next_connect_ns_ = 0;
     std::chrono::milliseconds backoff_{0};
     bool want_full_ = false;

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -51,6 +52,7 @@ struct Options {
     bool full = true;
     bool lsyncd = true;
     bool settle = true;
+    std::string workloads = "cdr,voicemail,sqlite";
     std::string out = "sync_bench.json";
     std::string base = "/var/tmp";
 };
@@ -104,14 +106,23 @@ std::string cpu_model() {
     }
     return "?";
 }
-// CPU seconds of this process's engine threads (both engines): the "ha-sync" workers, their
-// "ha-sync-fs" committers, and any io_uring worker ("iou-wrk-*") they started.
-double sync_threads_cpu_s() {
-    double total = 0;
+// This process's engine threads (both engines): the "ha-sync" workers, their "ha-sync-fs"
+// committers, and any io_uring worker ("iou-wrk-*") they started.
+std::set<std::string> sync_threads() {
+    std::set<std::string> tids;
     for (const auto& e : fs::directory_iterator("/proc/self/task")) {
         const auto comm = read_first_line(e.path().string() + "/comm");
-        if (!comm.starts_with("ha-sync") && !comm.starts_with("iou-wrk")) continue;
-        std::ifstream f(e.path().string() + "/stat");
+        if (comm.starts_with("ha-sync") || comm.starts_with("iou-wrk"))
+            tids.insert(e.path().filename().string());
+    }
+    return tids;
+}
+// CPU seconds of the engine threads; with `only`, of those threads, without, of all of them.
+double sync_threads_cpu_s(const std::set<std::string>* only = nullptr) {
+    double total = 0;
+    for (const auto& tid : sync_threads()) {
+        if (only != nullptr && !only->contains(tid)) continue;
+        std::ifstream f("/proc/self/task/" + tid + "/stat");
         std::string stat((std::istreambuf_iterator<char>(f)), {});
         const auto rp = stat.rfind(')');
         std::istringstream in(stat.substr(rp + 2));
@@ -125,11 +136,13 @@ double sync_threads_cpu_s() {
 }
 
 // What a workload needs from a mirror under test: where the active writes, where the standby's
-// copy appears, how to wait until the mirror is idle, and the CPU seconds its machinery used.
+// copy appears, how to wait until the mirror is idle, and the CPU seconds its machinery used (all
+// of it, and the active's share).
 struct Mirror {
     std::function<std::string(const std::string&)> A, S;
     std::function<bool()> settle;
     std::function<double()> cpu_s;
+    std::function<double()> active_cpu_s;
 };
 
 // utime+stime (+ reaped children's) of one process, in seconds; 0 when it is gone.
@@ -246,16 +259,22 @@ class Pair {
         return c;
     }
     bool start_active() {
-        return ha::sync::test::in_namespaces(
-                   net_.a(), "", "",
-                   [&] {
-                       auto e = Engine::create(config("state-a", "198.18.7.2", "198.18.7.1"));
-                       if (e) {
-                           active_ = std::move(*e);
-                           active_->set_role(Role::Active);
-                       }
-                   }) == "" &&
-               active_ != nullptr;
+        const auto before = sync_threads();
+        const bool ok = ha::sync::test::in_namespaces(
+                            net_.a(), "", "",
+                            [&] {
+                                auto e =
+                                    Engine::create(config("state-a", "198.18.7.2", "198.18.7.1"));
+                                if (e) {
+                                    active_ = std::move(*e);
+                                    active_->set_role(Role::Active);
+                                }
+                            }) == "" &&
+                        active_ != nullptr;
+        for (const auto& t : sync_threads()) {
+            if (!before.contains(t)) active_tids_.insert(t);
+        }
+        return ok;
     }
     bool start_standby() {
         return ha::sync::test::in_namespaces(
@@ -284,7 +303,8 @@ class Pair {
     Mirror engines() {
         return Mirror{[this](const std::string& r) { return A(r); },
                       [this](const std::string& r) { return S(r); },
-                      [this] { return wait_drained(10s); }, [] { return sync_threads_cpu_s(); }};
+                      [this] { return wait_drained(10s); }, [] { return sync_threads_cpu_s(); },
+                      [this] { return sync_threads_cpu_s(&active_tids_); }};
     }
     const std::string& base() const { return base_; }
     const std::string& act_dir() const { return act_; }
@@ -296,6 +316,7 @@ class Pair {
     std::unique_ptr<Engine> active_, standby_;
 
   private:
+    std::set<std::string> active_tids_;
     const Options& opt_;
     ha::sync::test::NetnsPair net_;
     std::string base_, act_, stby_;
@@ -345,7 +366,8 @@ class LsyncdMirror {
     Mirror mirror() {
         return Mirror{[this](const std::string& r) { return p_.A(r); },
                       [this](const std::string& r) { return p_.S(r); }, [this] { return settle(); },
-                      [this] { return cpu_s(); }};
+                      [this] { return cpu_s(); },
+                      [this] { return proc_cpu_s(lsyncd_->pid(), true); }};
     }
 
   private:
@@ -375,7 +397,8 @@ void observe(const std::string& path, std::uint32_t mask, std::atomic<bool>& don
 
 struct LagResult {
     Dist lag;
-    double cpu_pct = 0;
+    double cpu_pct = 0;         // both sides
+    double active_cpu_pct = 0;  // the active's share of it
     std::size_t lost = 0;
     std::size_t bad = 0;  // observations of a copy that could not be read (torn, mixed)
 };
@@ -409,6 +432,7 @@ LagResult bench_cdr(Mirror& m, int seconds) {
                 });
     });
     const double cpu0 = m.cpu_s();
+    const double act0 = m.active_cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
     const int fd = ::open(m.A(rel).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     std::uint64_t size = 6;
@@ -429,12 +453,14 @@ LagResult bench_cdr(Mirror& m, int seconds) {
     while (next < static_cast<std::size_t>(n) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     LagResult r;
     r.lost = static_cast<std::size_t>(n) - lags.size();
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -464,6 +490,7 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
         });
     });
     const double cpu0 = m.cpu_s();
+    const double act0 = m.active_cpu_s();
     std::string data(std::size_t{200} * 1024, 'w');
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
@@ -484,12 +511,14 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
     while (arrived < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     LagResult r;
     r.lost = static_cast<std::size_t>(n) - lags.size();
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -541,6 +570,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
         });
     });
     const double cpu0 = m.cpu_s();
+    const double act0 = m.active_cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
     const int base_id = 0;
     sqlite3_exec(w, "DELETE FROM t", nullptr, nullptr, nullptr);
@@ -559,6 +589,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     while (seen < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     sqlite3_close(w);
@@ -567,6 +598,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     r.bad = bad;
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -708,6 +740,8 @@ int main(int argc, char** argv) {
             o.lsyncd = false;
         else if (a == "--no-settle")
             o.settle = false;
+        else if (a == "--workloads")
+            o.workloads = val();
         else if (a == "--out")
             o.out = val();
         else if (a == "--base")
@@ -716,7 +750,7 @@ int main(int argc, char** argv) {
             std::fprintf(
                 stderr,
                 "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--no-lsyncd] "
-                "[--no-settle] [--out F] [--base DIR]\n",
+                "[--no-settle] [--workloads cdr,voicemail,sqlite] [--out F] [--base DIR]\n",
                 argv[0]);
             return 2;
         }
@@ -737,9 +771,13 @@ int main(int argc, char** argv) {
     std::map<std::string, std::map<std::string, std::vector<LagResult>>> lag_runs;
     auto run_workloads = [&](const std::string& mirror, Mirror m) {
         auto& w = lag_runs[mirror];
-        w["cdr_append_1000_lines_per_s"].push_back(bench_cdr(m, o.seconds));
-        w["voicemail_200KB_10_per_s"].push_back(bench_voicemail(m, o.seconds));
-        w["sqlite_commit_50_per_s"].push_back(bench_sqlite(m, o.seconds));
+        auto want = [&](std::string_view name) {
+            return o.workloads.find(name) != std::string::npos;
+        };
+        if (want("cdr")) w["cdr_append_1000_lines_per_s"].push_back(bench_cdr(m, o.seconds));
+        if (want("voicemail"))
+            w["voicemail_200KB_10_per_s"].push_back(bench_voicemail(m, o.seconds));
+        if (want("sqlite")) w["sqlite_commit_50_per_s"].push_back(bench_sqlite(m, o.seconds));
     };
     for (int run = 0; run < o.runs; ++run) {
         {
@@ -764,15 +802,15 @@ int main(int argc, char** argv) {
                        fmt::format("\"kernel\": \"{}\", \"cpu\": \"{}\", \"cores\": {}", u.release,
                                    cpu_model(), sysconf(_SC_NPROCESSORS_ONLN)) +
                        "},\n  \"lag_ms\": {\n";
-    std::printf("\n%-13s %-28s %12s %12s %10s %10s %7s %5s %4s\n", "mirror", "workload (runs)",
-                "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu %", "lost", "bad");
+    std::printf("\n%-13s %-28s %12s %12s %10s %10s %7s %7s %5s %4s\n", "mirror", "workload (runs)",
+                "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu %", "act %", "lost", "bad");
     bool first_mirror = true;
     for (const auto& [mirror, workloads] : lag_runs) {
         json += fmt::format("{}    \"{}\": {{\n", first_mirror ? "" : ",\n", mirror);
         first_mirror = false;
         bool first = true;
         for (const auto& [name, runs] : workloads) {
-            std::vector<double> p50, p99, p999, mx, cpu;
+            std::vector<double> p50, p99, p999, mx, cpu, act;
             std::size_t lost = 0, bad = 0;
             for (const auto& r : runs) {
                 p50.push_back(r.lag.p50);
@@ -780,18 +818,22 @@ int main(int argc, char** argv) {
                 p999.push_back(r.lag.p999);
                 mx.push_back(r.lag.max);
                 cpu.push_back(r.cpu_pct);
+                act.push_back(r.active_cpu_pct);
                 lost += r.lost;
                 bad += r.bad;
             }
-            std::printf("%-13s %-28s %7.3f±%-4.2f %7.3f±%-4.2f %10.3f %10.3f %7.1f %5zu %4zu\n",
-                        mirror.c_str(), name.c_str(), median(p50), mad(p50), median(p99), mad(p99),
-                        median(p999), median(mx), median(cpu), lost, bad);
+            std::printf(
+                "%-13s %-28s %7.3f±%-4.2f %7.3f±%-4.2f %10.3f %10.3f %7.1f %7.1f %5zu %4zu\n",
+                mirror.c_str(), name.c_str(), median(p50), mad(p50), median(p99), mad(p99),
+                median(p999), median(mx), median(cpu), median(act), lost, bad);
             json += fmt::format(
                 "{}      \"{}\": {{\"p50_median\": {:.4f}, \"p50_mad\": {:.4f}, \"p99_median\": "
                 "{:.4f}, \"p99_mad\": {:.4f}, \"p999_median\": {:.4f}, \"max_median\": {:.4f}, "
-                "\"cpu_pct\": {:.2f}, \"lost\": {}, \"unreadable\": {}, \"runs\": {}}}",
+                "\"cpu_pct\": {:.2f}, \"active_cpu_pct\": {:.2f}, \"lost\": {}, \"unreadable\": "
+                "{}, "
+                "\"runs\": {}}}",
                 first ? "" : ",\n", name, median(p50), mad(p50), median(p99), mad(p99),
-                median(p999), median(mx), median(cpu), lost, bad, runs.size());
+                median(p999), median(mx), median(cpu), median(act), lost, bad, runs.size());
             first = false;
         }
         json += "\n    }";

@@ -1,0 +1,58 @@
+// Live SQLite replicas on the standby (committer thread only). A snapshot of a WAL-mode database
+// is applied to its replica through SQLite's backup API, as one WAL transaction of the replica:
+// - readers on the standby see the old database or the new one, never a mix (SQLite's snapshot
+//   isolation), and after a crash SQLite's WAL recovery keeps the last whole transaction;
+// - it is visible as soon as it commits: with synchronous=NORMAL a WAL commit needs no fsync,
+//   so the replica's lag no longer includes a device flush (the temp-file path pays two);
+// - it is acknowledged only after sync() - an fdatasync of the -wal - made it durable.
+// Connections stay open between snapshots. Their WAL persists on close (SQLITE_FCNTL_PERSIST_WAL)
+// and they do not checkpoint on close, so closing one never deletes or rewrites a file: the
+// engine closes a replica's connection before anything else replaces or removes it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "sync/committer.hpp"
+
+struct sqlite3;
+
+namespace ha::sync {
+
+class SqliteReplicas {
+  public:
+    SqliteReplicas() = default;
+    ~SqliteReplicas();
+    SqliteReplicas(const SqliteReplicas&) = delete;
+    SqliteReplicas& operator=(const SqliteReplicas&) = delete;
+
+    // Applies the snapshot `dir`/`tmp` to the replica `dir`/`leaf` (`key`: root + path) and
+    // removes the temp file. False, with nothing changed: the snapshot is to be installed by
+    // rename instead (close() first) - no replica yet, either side not in WAL mode, a page size
+    // change, a damaged replica. `why` says which, for the log.
+    bool apply(const std::string& key, const SharedFd& dir, const std::string& tmp,
+               const std::string& leaf, std::int64_t mtime_ns, std::string& why);
+    // Makes what apply() committed durable; 0 or an errno.
+    int sync(const std::string& key);
+    void close(const std::string& key);
+    // Every replica at or under root/path ("" = the whole root).
+    void close_under(std::uint8_t root, std::string_view path);
+    void close_all();
+
+  private:
+    struct Replica {
+        sqlite3* db = nullptr;
+        SharedFd dir;  // its path goes through /proc/self/fd/<dir>
+        UniqueFd wal;
+        std::string leaf;
+        dev_t dev = 0;
+        ino_t ino = 0;
+    };
+    std::unordered_map<std::string, Replica> open_;
+};
+
+}  // namespace ha::sync
