@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.hpp"
@@ -41,6 +44,28 @@ std::string immutable_uri(const UniqueFd& dir, const std::string& name) {
     return uri + "?immutable=1";
 }
 
+// A checkpoint once the WAL holds this many frames, as SQLite's default autocheckpoint would.
+constexpr int kCheckpointFrames = 1000;
+
+// Opens a replica for the engine's use: its WAL persists on close, closing never checkpoints,
+// commits need no fsync (synchronous=NORMAL), and checkpoints happen only when asked for.
+sqlite3* open_replica(const UniqueFd& dir, const std::string& leaf, std::string& why) {
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(proc_path(dir, leaf).c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+        why = fmt::format("open replica: {}", db != nullptr ? sqlite3_errmsg(db) : "?");
+        sqlite3_close_v2(db);
+        return nullptr;
+    }
+    int persist = 1;
+    sqlite3_file_control(db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
+    sqlite3_busy_timeout(db, 2000);
+    sqlite3_wal_autocheckpoint(db, 0);
+    return db;
+}
+
 void set_mtime(const UniqueFd& dir, const std::string& name, std::int64_t mtime_ns) {
     const timespec times[2] = {{0, UTIME_OMIT},
                                {static_cast<time_t>(mtime_ns / 1'000'000'000),
@@ -50,8 +75,104 @@ void set_mtime(const UniqueFd& dir, const std::string& name, std::int64_t mtime_
 
 }  // namespace
 
+SqliteReplicas::SqliteReplicas() : ckpt_(std::make_unique<Checkpointer>()) {}
+
 SqliteReplicas::~SqliteReplicas() {
     close_all();
+}
+
+SqliteReplicas::Checkpointer::Checkpointer() {
+    thread_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "ha-sync-ckpt");
+        loop();
+    });
+}
+
+SqliteReplicas::Checkpointer::~Checkpointer() {
+    {
+        std::lock_guard lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+    for (auto& [k, c] : conns_) sqlite3_close_v2(c.db);
+}
+
+void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedFd& dir,
+                                           const std::string& leaf) {
+    {
+        std::lock_guard lk(mu_);
+        if (std::find(todo_.begin(), todo_.end(), key) != todo_.end()) return;
+        auto& c = conns_[key];
+        if (c.db == nullptr) {
+            c.dir = dir;
+            c.leaf = leaf;
+        }
+        todo_.push_back(key);
+    }
+    cv_.notify_one();
+}
+
+template <typename Match>
+void SqliteReplicas::Checkpointer::forget(Match&& match) {
+    std::unique_lock lk(mu_);
+    std::erase_if(todo_, [&](const std::string& k) { return match(k); });
+    idle_cv_.wait(lk, [&] { return busy_.empty() || !match(busy_); });
+    for (auto it = conns_.begin(); it != conns_.end();) {
+        if (!match(it->first)) {
+            ++it;
+            continue;
+        }
+        sqlite3_close_v2(it->second.db);
+        it = conns_.erase(it);
+    }
+}
+
+void SqliteReplicas::Checkpointer::loop() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+        cv_.wait(lk, [&] { return stop_ || !todo_.empty(); });
+        if (stop_) return;
+        busy_ = std::move(todo_.front());
+        todo_.pop_front();
+        Conn& c = conns_[busy_];  // nodes stay put; forget() waits while busy_ names it
+        lk.unlock();
+        std::string why;
+        if (c.db == nullptr) c.db = open_replica(*c.dir, c.leaf, why);
+        if (c.db != nullptr) {
+            // PASSIVE: never waits for readers or the writer; what it cannot copy yet stays.
+            const int rc = sqlite3_wal_checkpoint_v2(c.db, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                                     nullptr, nullptr);
+            if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                log::warn("sync", "checkpoint of replica {}: {}", c.leaf, sqlite3_errstr(rc));
+            // The checkpoint wrote the database: give it back the mtime of its last snapshot
+            // (the -wal carries it), which the manifest compares.
+            struct stat wal {};
+            const std::string wal_name = c.leaf + "-wal";
+            if (::fstatat(c.dir->get(), wal_name.c_str(), &wal, AT_SYMLINK_NOFOLLOW) == 0)
+                set_mtime(*c.dir, c.leaf,
+                          static_cast<std::int64_t>(wal.st_mtim.tv_sec) * 1'000'000'000 +
+                              wal.st_mtim.tv_nsec);
+        } else {
+            log::warn("sync", "checkpoint of replica {}: {}", c.leaf, why);
+        }
+        lk.lock();
+        busy_.clear();
+        idle_cv_.notify_all();
+    }
+}
+
+template <typename Match>
+void SqliteReplicas::close_matching(Match&& match) {
+    for (auto it = open_.begin(); it != open_.end();) {
+        if (!match(it->first)) {
+            ++it;
+            continue;
+        }
+        sqlite3_close_v2(it->second.db);
+        it = open_.erase(it);
+    }
+    ckpt_->forget(match);
 }
 
 bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const std::string& tmp,
@@ -84,18 +205,17 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
         r.leaf = leaf;
         r.dev = st.st_dev;
         r.ino = st.st_ino;
-        if (sqlite3_open_v2(proc_path(*dir, leaf).c_str(), &r.db,
-                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-            why = fmt::format("open replica: {}", r.db != nullptr ? sqlite3_errmsg(r.db) : "?");
-            sqlite3_close_v2(r.db);
-            return false;
-        }
-        int persist = 1;
-        sqlite3_file_control(r.db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
-        sqlite3_db_config(r.db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
-        sqlite3_exec(r.db, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
-        sqlite3_busy_timeout(r.db, 2000);
+        r.db = open_replica(*dir, leaf, why);
+        if (r.db == nullptr) return false;
         it = open_.emplace(key, std::move(r)).first;
+        // Map nodes do not move: the hook may keep a pointer to its Replica.
+        sqlite3_wal_hook(
+            it->second.db,
+            [](void* ctx, sqlite3* /*db*/, const char* /*name*/, int frames) -> int {
+                static_cast<Replica*>(ctx)->wal_frames = frames;
+                return SQLITE_OK;
+            },
+            &it->second);
     }
     Replica& r = it->second;
     sqlite3* src = nullptr;
@@ -119,9 +239,13 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
         return false;
     }
     // The manifest compares the newest mtime of the database and its -wal with the active's.
-    set_mtime(*dir, leaf, mtime_ns);
     set_mtime(*dir, leaf + "-wal", mtime_ns);
+    set_mtime(*dir, leaf, mtime_ns);
     ::unlinkat(dir->get(), tmp.c_str(), 0);
+    if (r.wal_frames >= kCheckpointFrames) {
+        ckpt_->request(key, dir, leaf);
+        r.wal_frames = 0;
+    }
     return true;
 }
 
@@ -138,32 +262,20 @@ int SqliteReplicas::sync(const std::string& key) {
 }
 
 void SqliteReplicas::close(const std::string& key) {
-    auto it = open_.find(key);
-    if (it == open_.end()) return;
-    sqlite3_close_v2(it->second.db);
-    open_.erase(it);
+    close_matching([&](const std::string& k) { return k == key; });
 }
 
 void SqliteReplicas::close_under(std::uint8_t root, std::string_view path) {
-    for (auto it = open_.begin(); it != open_.end();) {
-        const std::string_view k = it->first;
-        const std::string_view p = k.substr(1);
-        const bool under =
-            static_cast<std::uint8_t>(k[0]) == root &&
-            (path.empty() || p == path ||
-             (p.size() > path.size() && p.starts_with(path) && p[path.size()] == '/'));
-        if (!under) {
-            ++it;
-            continue;
-        }
-        sqlite3_close_v2(it->second.db);
-        it = open_.erase(it);
-    }
+    close_matching([&](const std::string& k) {
+        const std::string_view p = std::string_view(k).substr(1);
+        return static_cast<std::uint8_t>(k[0]) == root &&
+               (path.empty() || p == path ||
+                (p.size() > path.size() && p.starts_with(path) && p[path.size()] == '/'));
+    });
 }
 
 void SqliteReplicas::close_all() {
-    for (auto& [k, r] : open_) sqlite3_close_v2(r.db);
-    open_.clear();
+    close_matching([](const std::string&) { return true; });
 }
 
 }  // namespace ha::sync

@@ -7,14 +7,21 @@
 // - it is acknowledged only after sync() - an fdatasync of the -wal - made it durable.
 // Connections stay open between snapshots. Their WAL persists on close (SQLITE_FCNTL_PERSIST_WAL)
 // and they do not checkpoint on close, so closing one never deletes or rewrites a file: the
-// engine closes a replica's connection before anything else replaces or removes it.
+// engine closes a replica's connection before anything else replaces or removes it. Checkpoints
+// (two device flushes each) run on a thread and connection of their own ("ha-sync-ckpt"), so no
+// commit waits behind one.
 #pragma once
 
 #include <sys/types.h>
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include "sync/committer.hpp"
@@ -25,7 +32,7 @@ namespace ha::sync {
 
 class SqliteReplicas {
   public:
-    SqliteReplicas() = default;
+    SqliteReplicas();
     ~SqliteReplicas();
     SqliteReplicas(const SqliteReplicas&) = delete;
     SqliteReplicas& operator=(const SqliteReplicas&) = delete;
@@ -44,6 +51,37 @@ class SqliteReplicas {
     void close_all();
 
   private:
+    // Checkpoints replicas whose WAL grew past a threshold, on its own thread and connections.
+    class Checkpointer {
+      public:
+        Checkpointer();
+        ~Checkpointer();
+        Checkpointer(const Checkpointer&) = delete;
+        Checkpointer& operator=(const Checkpointer&) = delete;
+        void request(const std::string& key, const SharedFd& dir, const std::string& leaf);
+        // Drops queued requests and closes the connections of the keys `match` selects, after
+        // waiting for a checkpoint of one of them that is under way.
+        template <typename Match>
+        void forget(Match&& match);
+
+      private:
+        struct Conn {
+            sqlite3* db = nullptr;
+            SharedFd dir;
+            std::string leaf;
+        };
+        void loop();
+        std::mutex mu_;
+        std::condition_variable cv_, idle_cv_;
+        std::deque<std::string> todo_;
+        std::unordered_map<std::string, Conn> conns_;  // used by the thread while busy_ says so
+        std::string busy_;
+        bool stop_ = false;
+        std::thread thread_;
+    };
+    template <typename Match>
+    void close_matching(Match&& match);
+
     struct Replica {
         sqlite3* db = nullptr;
         SharedFd dir;  // its path goes through /proc/self/fd/<dir>
@@ -51,8 +89,10 @@ class SqliteReplicas {
         std::string leaf;
         dev_t dev = 0;
         ino_t ino = 0;
+        int wal_frames = 0;  // frames in the WAL after the last commit (wal hook)
     };
     std::unordered_map<std::string, Replica> open_;
+    std::unique_ptr<Checkpointer> ckpt_;
 };
 
 }  // namespace ha::sync

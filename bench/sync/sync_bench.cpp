@@ -540,9 +540,15 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     int seen = 0;
     std::size_t bad = 0;
     std::thread obs([&] {
-        observe(m.S("db"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
-            // The database or its -wal: a file-level mirror carries commits in the -wal.
-            if (!std::string_view(ev->name).starts_with("bench.db")) return;
+        // A copy renamed into place (rsync, or the engine's first copy), or a snapshot applied
+        // to the replica in place: the engine sets the replica's mtime right after the commit
+        // (an mtime-only utimensat is reported as IN_MODIFY, not IN_ATTRIB).
+        observe(m.S("db"), IN_MOVED_TO | IN_MODIFY, done, [&](const inotify_event* ev) {
+            // The database or its -wal: a file-level mirror carries commits in the -wal. Writes
+            // to the replica's -wal are a commit in progress: not a moment to look.
+            const std::string_view name = ev->name;
+            if (!name.starts_with("bench.db")) return;
+            if ((ev->mask & IN_MODIFY) != 0 && name != "bench.db") return;
             const double t = now_ms();
             sqlite3* r = nullptr;
             if (sqlite3_open_v2(m.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
