@@ -66,12 +66,22 @@ void run_commit_job(CommitJob& job, SqliteReplicas* replicas) {
             const std::string& k = key_of(f);
             if (std::find(declined.begin(), declined.end(), k) != declined.end()) continue;
             std::string why;
-            if (replicas->apply(k, f.dir, f.tmp, f.leaf, f.mtime_ns, why)) {
-                applied.push_back(i);
-                done[i] = 1;
-            } else {
-                log::debug("sync", "snapshot of {} installed by rename: {}", f.path, why);
-                declined.push_back(k);
+            int err = 0;
+            switch (replicas->apply(k, f.dir, f.tmp, f.leaf, f.mtime_ns, why, err)) {
+                case SqliteReplicas::Outcome::Applied:
+                    applied.push_back(i);
+                    done[i] = 1;
+                    break;
+                case SqliteReplicas::Outcome::Declined:
+                    log::debug("sync", "snapshot of {} installed by rename: {}", f.path, why);
+                    declined.push_back(k);
+                    break;
+                case SqliteReplicas::Outcome::Failed:
+                    f.status = status_for_errno(err);
+                    note(job, fmt::format("{}: {}", f.path, why));
+                    ::unlinkat(f.dir->get(), f.tmp.c_str(), 0);
+                    done[i] = 1;
+                    break;
             }
         }
     }
@@ -126,9 +136,13 @@ void run_commit_job(CommitJob& job, SqliteReplicas* replicas) {
     for (std::size_t i = 0; i < job.files.size(); ++i) {
         auto& f = job.files[i];
         if (done[i] != 0) continue;
+        if (f.status == AckStatus::Ok && f.sqlite && replicas != nullptr &&
+            !replicas->retire(key_of(f), f.dir, f.leaf)) {
+            // The old replica keeps its WAL and stays whole; the active sends it again later.
+            f.status = AckStatus::IoError;
+            note(job, fmt::format("replace {}: its WAL could not be emptied", f.path));
+        }
         if (f.status == AckStatus::Ok && f.sqlite) {
-            // Its replica's connection goes first (it would keep using the replaced file).
-            if (replicas != nullptr) replicas->close(key_of(f));
             // A stale -wal beside a replaced database would be replayed into the new file.
             for (const char* suffix : {"-wal", "-shm", "-journal"}) {
                 const std::string side = f.leaf + suffix;

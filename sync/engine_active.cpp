@@ -484,10 +484,13 @@ void Engine::Worker::prepare(const Change& c) {
 }
 
 void Engine::Worker::schedule_resync() {
-    // Exponential backoff: a disk that stays full must not turn into a manifest per second.
+    // Exponential backoff per failed round (1, 2, 4, 8, 10 s): a disk that stays full must not
+    // turn into a manifest per second, and one that was cleared is caught up within seconds. The
+    // many failures of one round (every refused file) do not count separately.
+    if (resync_due_ns_ != 0) return;
     resync_backoff_ns_ =
-        std::clamp<std::uint64_t>(resync_backoff_ns_ * 2, kResyncDelayNs, 30 * kResyncDelayNs);
-    if (resync_due_ns_ == 0) resync_due_ns_ = mono_ns() + resync_backoff_ns_;
+        std::clamp<std::uint64_t>(resync_backoff_ns_ * 2, kResyncDelayNs, 10 * kResyncDelayNs);
+    resync_due_ns_ = mono_ns() + resync_backoff_ns_;
 }
 
 void Engine::Worker::start_full_backup(std::string_view why) {

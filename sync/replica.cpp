@@ -45,7 +45,16 @@ std::string immutable_uri(const UniqueFd& dir, const std::string& name) {
 }
 
 // A checkpoint once the WAL holds this many frames, as SQLite's default autocheckpoint would.
+// PASSIVE never waits, but readers that never let go can keep the WAL from restarting; past
+// kForceFrames the checkpoint is RESTART, which waits for them (briefly). After a restart the WAL
+// file is cut back to 4 MiB (journal_size_limit).
 constexpr int kCheckpointFrames = 1000;
+constexpr int kForceFrames = 4 * kCheckpointFrames;
+// Each snapshot adds the whole database to the WAL. Past max(kWalCapMin, kWalCapTimes x the
+// database) the WAL is emptied (TRUNCATE) before the next one goes in, on the committer thread,
+// or that snapshot is refused: the WAL must not eat the disk when checkpoints cannot keep up.
+constexpr off_t kWalCapMin = off_t{4} << 20;
+constexpr off_t kWalCapTimes = 4;
 
 // Opens a replica for the engine's use: its WAL persists on close, closing never checkpoints,
 // commits need no fsync (synchronous=NORMAL), and checkpoints happen only when asked for.
@@ -63,6 +72,7 @@ sqlite3* open_replica(const UniqueFd& dir, const std::string& leaf, std::string&
     sqlite3_exec(db, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr);
     sqlite3_busy_timeout(db, 2000);
     sqlite3_wal_autocheckpoint(db, 0);
+    sqlite3_exec(db, "PRAGMA journal_size_limit=4194304", nullptr, nullptr, nullptr);
     return db;
 }
 
@@ -99,16 +109,21 @@ SqliteReplicas::Checkpointer::~Checkpointer() {
 }
 
 void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedFd& dir,
-                                           const std::string& leaf) {
+                                           const std::string& leaf, bool force) {
     {
         std::lock_guard lk(mu_);
-        if (std::find(todo_.begin(), todo_.end(), key) != todo_.end()) return;
+        for (auto& [k, f] : todo_) {
+            if (k == key) {
+                f = f || force;
+                return;
+            }
+        }
         auto& c = conns_[key];
         if (c.db == nullptr) {
             c.dir = dir;
             c.leaf = leaf;
         }
-        todo_.push_back(key);
+        todo_.emplace_back(key, force);
     }
     cv_.notify_one();
 }
@@ -116,7 +131,7 @@ void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedF
 template <typename Match>
 void SqliteReplicas::Checkpointer::forget(Match&& match) {
     std::unique_lock lk(mu_);
-    std::erase_if(todo_, [&](const std::string& k) { return match(k); });
+    std::erase_if(todo_, [&](const auto& t) { return match(t.first); });
     idle_cv_.wait(lk, [&] { return busy_.empty() || !match(busy_); });
     for (auto it = conns_.begin(); it != conns_.end();) {
         if (!match(it->first)) {
@@ -133,7 +148,8 @@ void SqliteReplicas::Checkpointer::loop() {
     for (;;) {
         cv_.wait(lk, [&] { return stop_ || !todo_.empty(); });
         if (stop_) return;
-        busy_ = std::move(todo_.front());
+        busy_ = std::move(todo_.front().first);
+        const bool force = todo_.front().second;
         todo_.pop_front();
         Conn& c = conns_[busy_];  // nodes stay put; forget() waits while busy_ names it
         lk.unlock();
@@ -141,8 +157,11 @@ void SqliteReplicas::Checkpointer::loop() {
         if (c.db == nullptr) c.db = open_replica(*c.dir, c.leaf, why);
         if (c.db != nullptr) {
             // PASSIVE: never waits for readers or the writer; what it cannot copy yet stays.
-            const int rc = sqlite3_wal_checkpoint_v2(c.db, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                                     nullptr, nullptr);
+            // RESTART waits (up to its busy timeout) until the next commit can start the WAL over.
+            sqlite3_busy_timeout(c.db, force ? 500 : 0);
+            const int rc = sqlite3_wal_checkpoint_v2(
+                c.db, "main", force ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE,
+                nullptr, nullptr);
             if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                 log::warn("sync", "checkpoint of replica {}: {}", c.leaf, sqlite3_errstr(rc));
             // The checkpoint wrote the database: give it back the mtime of its last snapshot
@@ -175,19 +194,20 @@ void SqliteReplicas::close_matching(Match&& match) {
     ckpt_->forget(match);
 }
 
-bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const std::string& tmp,
-                           const std::string& leaf, std::int64_t mtime_ns, std::string& why) {
+SqliteReplicas::Outcome SqliteReplicas::apply(const std::string& key, const SharedFd& dir,
+                                              const std::string& tmp, const std::string& leaf,
+                                              std::int64_t mtime_ns, std::string& why, int& err) {
     unsigned char hdr[100];
     if (!read_header(*dir, tmp, hdr) || !sqlite_header_is_wal(hdr, sizeof hdr)) {
         why = "snapshot not in WAL mode";
-        return false;
+        return Outcome::Declined;
     }
     struct stat st {};
     if (::fstatat(dir->get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode)) {
         close(key);
         why = "no replica yet";
-        return false;
+        return Outcome::Declined;
     }
     auto it = open_.find(key);
     if (it != open_.end() && (it->second.dev != st.st_dev || it->second.ino != st.st_ino)) {
@@ -196,9 +216,10 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
     }
     if (it == open_.end()) {
         unsigned char rhdr[100];
+        ckpt_->forget([&](const std::string& k) { return k == key; });  // before reading it
         if (!read_header(*dir, leaf, rhdr) || !sqlite_header_is_wal(rhdr, sizeof rhdr)) {
             why = "replica not in WAL mode";
-            return false;
+            return Outcome::Declined;
         }
         Replica r;
         r.dir = dir;
@@ -206,7 +227,7 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
         r.dev = st.st_dev;
         r.ino = st.st_ino;
         r.db = open_replica(*dir, leaf, why);
-        if (r.db == nullptr) return false;
+        if (r.db == nullptr) return Outcome::Declined;
         it = open_.emplace(key, std::move(r)).first;
         // Map nodes do not move: the hook may keep a pointer to its Replica.
         sqlite3_wal_hook(
@@ -218,6 +239,24 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
             &it->second);
     }
     Replica& r = it->second;
+    struct stat snap {};
+    struct stat wal {};
+    const std::string wal_name = leaf + "-wal";
+    if (::fstatat(dir->get(), tmp.c_str(), &snap, AT_SYMLINK_NOFOLLOW) == 0 &&
+        ::fstatat(dir->get(), wal_name.c_str(), &wal, AT_SYMLINK_NOFOLLOW) == 0 &&
+        wal.st_size > std::max(kWalCapMin, kWalCapTimes * snap.st_size)) {
+        ckpt_->forget([&](const std::string& k) { return k == key; });
+        sqlite3_busy_timeout(r.db, 200);
+        const int rc =
+            sqlite3_wal_checkpoint_v2(r.db, "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        sqlite3_busy_timeout(r.db, 2000);
+        if (rc != SQLITE_OK) {
+            why = fmt::format("replica WAL of {} bytes could not be emptied: {}", wal.st_size,
+                              sqlite3_errstr(rc));
+            err = (rc & 0xff) == SQLITE_FULL ? ENOSPC : EIO;
+            return Outcome::Failed;
+        }
+    }
     sqlite3* src = nullptr;
     int rc = sqlite3_open_v2(immutable_uri(*dir, tmp).c_str(), &src,
                              SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI, nullptr);
@@ -233,20 +272,34 @@ bool SqliteReplicas::apply(const std::string& key, const SharedFd& dir, const st
     }
     sqlite3_close_v2(src);
     if (rc != SQLITE_DONE) {
-        // Nothing committed; the rename path replaces the replica (e.g. a new page size).
+        // Nothing committed (the backup is one transaction). A new page size (READONLY) or a
+        // damaged replica is replaced by rename; a full disk or an I/O error would hit that too.
         why = fmt::format("apply to replica: {}", sqlite3_errstr(rc));
         close(key);
-        return false;
+        switch (rc & 0xff) {
+            case SQLITE_FULL:
+                err = ENOSPC;
+                return Outcome::Failed;
+            case SQLITE_IOERR:
+            case SQLITE_BUSY:
+            case SQLITE_LOCKED:
+            case SQLITE_NOMEM:
+                err = EIO;
+                return Outcome::Failed;
+            default:
+                return Outcome::Declined;
+        }
     }
     // The manifest compares the newest mtime of the database and its -wal with the active's.
     set_mtime(*dir, leaf + "-wal", mtime_ns);
     set_mtime(*dir, leaf, mtime_ns);
     ::unlinkat(dir->get(), tmp.c_str(), 0);
     if (r.wal_frames >= kCheckpointFrames) {
-        ckpt_->request(key, dir, leaf);
-        r.wal_frames = 0;
+        ckpt_->request(key, dir, leaf, r.wal_frames >= kForceFrames);
+        // Counted again from here: a WAL that did not restart keeps growing towards kForceFrames.
+        if (r.wal_frames < kForceFrames) r.wal_frames = 0;
     }
-    return true;
+    return Outcome::Applied;
 }
 
 int SqliteReplicas::sync(const std::string& key) {
@@ -259,6 +312,44 @@ int SqliteReplicas::sync(const std::string& key) {
         if (!r.wal) return errno;
     }
     return ::fdatasync(r.wal.get()) == 0 ? 0 : errno;
+}
+
+bool SqliteReplicas::retire(const std::string& key, const SharedFd& dir, const std::string& leaf) {
+    auto match = [&](const std::string& k) { return k == key; };
+    ckpt_->forget(match);  // its connections are done before we read the file below
+    const std::string wal_name = leaf + "-wal";
+    auto wal_empty = [&] {
+        struct stat wal {};
+        return ::fstatat(dir->get(), wal_name.c_str(), &wal, AT_SYMLINK_NOFOLLOW) != 0 ||
+               wal.st_size == 0;
+    };
+    bool ok = wal_empty();
+    if (!ok) {
+        auto it = open_.find(key);
+        sqlite3* db = it != open_.end() ? it->second.db : nullptr;
+        bool opened = false;
+        unsigned char hdr[100];
+        if (db == nullptr) {
+            // A -wal beside a database not in WAL mode is never read: nothing to fold in.
+            if (!read_header(*dir, leaf, hdr) || !sqlite_header_is_wal(hdr, sizeof hdr)) {
+                ok = true;
+            } else {
+                std::string why;
+                db = open_replica(*dir, leaf, why);
+                opened = db != nullptr;
+            }
+        }
+        if (db != nullptr) {
+            // A reader still on an older snapshot holds the checkpoint back: wait briefly.
+            sqlite3_busy_timeout(db, 200);
+            ok = sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr,
+                                           nullptr) == SQLITE_OK &&
+                 wal_empty();
+        }
+        if (opened) sqlite3_close_v2(db);
+    }
+    close_matching(match);
+    return ok;
 }
 
 void SqliteReplicas::close(const std::string& key) {

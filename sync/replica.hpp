@@ -37,14 +37,24 @@ class SqliteReplicas {
     SqliteReplicas(const SqliteReplicas&) = delete;
     SqliteReplicas& operator=(const SqliteReplicas&) = delete;
 
-    // Applies the snapshot `dir`/`tmp` to the replica `dir`/`leaf` (`key`: root + path) and
-    // removes the temp file. False, with nothing changed: the snapshot is to be installed by
-    // rename instead (close() first) - no replica yet, either side not in WAL mode, a page size
-    // change, a damaged replica. `why` says which, for the log.
-    bool apply(const std::string& key, const SharedFd& dir, const std::string& tmp,
-               const std::string& leaf, std::int64_t mtime_ns, std::string& why);
+    enum class Outcome : std::uint8_t {
+        Applied,   // committed (visible); the temp file is removed; sync() makes it durable
+        Declined,  // nothing changed; install the snapshot by rename (after retire()): no
+                   // replica yet, either side not in WAL mode, a page size change, damage
+        Failed,    // nothing changed, and a rename would not do better (disk full, I/O error)
+    };
+    // Applies the snapshot `dir`/`tmp` to the replica `dir`/`leaf` (`key`: root + path).
+    // `why` says why not, and `err` is the errno for Failed.
+    Outcome apply(const std::string& key, const SharedFd& dir, const std::string& tmp,
+                  const std::string& leaf, std::int64_t mtime_ns, std::string& why, int& err);
     // Makes what apply() committed durable; 0 or an errno.
     int sync(const std::string& key);
+    // Before a snapshot replaces the replica `dir`/`leaf` by rename, which removes its -wal and
+    // -shm first: closes it, and makes its WAL empty by a TRUNCATE checkpoint. The database file
+    // may hold part of a checkpoint that only its WAL completes; without the WAL, a reader
+    // opening it in that moment would see a damaged database. False (nothing may be removed):
+    // the WAL could not be emptied (a reader on an old snapshot, a full disk).
+    bool retire(const std::string& key, const SharedFd& dir, const std::string& leaf);
     void close(const std::string& key);
     // Every replica at or under root/path ("" = the whole root).
     void close_under(std::uint8_t root, std::string_view path);
@@ -58,7 +68,9 @@ class SqliteReplicas {
         ~Checkpointer();
         Checkpointer(const Checkpointer&) = delete;
         Checkpointer& operator=(const Checkpointer&) = delete;
-        void request(const std::string& key, const SharedFd& dir, const std::string& leaf);
+        // `force`: RESTART instead of PASSIVE (the WAL kept growing).
+        void request(const std::string& key, const SharedFd& dir, const std::string& leaf,
+                     bool force);
         // Drops queued requests and closes the connections of the keys `match` selects, after
         // waiting for a checkpoint of one of them that is under way.
         template <typename Match>
@@ -73,8 +85,8 @@ class SqliteReplicas {
         void loop();
         std::mutex mu_;
         std::condition_variable cv_, idle_cv_;
-        std::deque<std::string> todo_;
-        std::unordered_map<std::string, Conn> conns_;  // used by the thread while busy_ says so
+        std::deque<std::pair<std::string, bool>> todo_;  // key, force
+        std::unordered_map<std::string, Conn> conns_;    // used by the thread while busy_ says so
         std::string busy_;
         bool stop_ = false;
         std::thread thread_;

@@ -528,6 +528,8 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     const std::string db_rel = "db/bench.db";
     sqlite3* w = nullptr;
     sqlite3_open(m.A(db_rel).c_str(), &w);
+    // A mirror's reader may hold a lock for a moment (as the PBX would, wait for it).
+    sqlite3_busy_timeout(w, 5000);
     sqlite3_exec(
         w, "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
         nullptr, nullptr, nullptr);
@@ -553,6 +555,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
             sqlite3* r = nullptr;
             if (sqlite3_open_v2(m.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
                 SQLITE_OK) {
+                sqlite3_busy_timeout(r, 2000);
                 sqlite3_stmt* st = nullptr;
                 if (sqlite3_prepare_v2(r, "SELECT coalesce(max(id),0) FROM t", -1, &st, nullptr) ==
                         SQLITE_OK &&

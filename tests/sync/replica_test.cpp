@@ -211,5 +211,44 @@ TEST(SqliteReplicas, ClosingNeverRemovesTheReplicasWalEvenWithOddNames) {
     EXPECT_EQ(r.text("PRAGMA integrity_check"), "ok");
 }
 
+TEST(SqliteReplicas, AReplicaIsReplacedOnlyOnceItsWalIsEmpty) {
+    TmpDir act;
+    TmpDir stby;
+    Db w(act / "r.db");
+    w.exec("PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES(1)");
+    auto a = Applier::create({{stby.path(), Mode::Sqlite}}, kKey);
+    ASSERT_TRUE(a);
+    SqliteReplicas replicas;
+    (void)deliver(*a, replicas, "r.db", snapshot_of(act / "r.db"));
+    w.exec("INSERT INTO t VALUES(2)");
+    ASSERT_EQ(deliver(*a, replicas, "r.db", snapshot_of(act / "r.db")).files.at(0).status,
+              AckStatus::Ok);  // applied: row 2 lives in the replica's WAL
+    // A reader in the middle of a read transaction on the replica.
+    Db reader(stby / "r.db", SQLITE_OPEN_READONLY);
+    reader.exec("BEGIN");
+    EXPECT_EQ(reader.text("SELECT count(*) FROM t"), "2");
+    w.exec("INSERT INTO t VALUES(3)");
+    ASSERT_EQ(deliver(*a, replicas, "r.db", snapshot_of(act / "r.db")).files.at(0).status,
+              AckStatus::Ok);  // applied too: the reader keeps its snapshot
+    // A rollback-mode snapshot must replace the replica, which removes its -wal: not while the
+    // reader's snapshot needs it. Refused, the replica stays whole.
+    w.exec("PRAGMA journal_mode=DELETE");
+    auto job = deliver(*a, replicas, "r.db", snapshot_of(act / "r.db"));
+    EXPECT_EQ(job.files.at(0).status, AckStatus::IoError);
+    EXPECT_TRUE(fs::exists(stby / "r.db-wal"));
+    EXPECT_FALSE(has_temp(stby.path()));
+    {
+        Db fresh(stby / "r.db", SQLITE_OPEN_READONLY);
+        EXPECT_EQ(fresh.text("SELECT count(*) FROM t"), "3");
+    }
+    reader.exec("COMMIT");
+    job = deliver(*a, replicas, "r.db", snapshot_of(act / "r.db"));
+    EXPECT_EQ(job.files.at(0).status, AckStatus::Ok) << "once the reader let go";
+    Db after(stby / "r.db", SQLITE_OPEN_READONLY);
+    EXPECT_EQ(after.text("SELECT count(*) FROM t"), "3");
+    EXPECT_EQ(after.text("PRAGMA journal_mode"), "delete");
+    EXPECT_EQ(after.text("PRAGMA integrity_check"), "ok");
+}
+
 }  // namespace
 }  // namespace ha::sync
