@@ -13,8 +13,8 @@
 // - The lane sums of every block, then the total length, are fed to SipHash-2-4 under a second
 //   derived key. The tag is that SipHash.
 // Why not SipHash over every byte (version 1): it ran at ~0.6 GB/s on the lab VM and was 65-90 %
-// of a full sync's CPU, on both boxes. NH runs at 4-6 GB/s there (more with AVX2) and still needs
-// the key: a corrupted or forged payload passes only with probability ~2^-64.
+// of a full sync's CPU, on both boxes. NH runs at ~6 GB/s there (~12 GB/s with AVX2, chosen at
+// startup) and still needs the key: a corrupted or forged payload passes with probability ~2^-64.
 #pragma once
 
 #include <array>
@@ -53,5 +53,17 @@ class PayloadChecksum {
 };
 
 std::uint64_t payload_checksum(const ChecksumKey& key, const void* data, std::size_t len);
+
+namespace detail {  // the NH kernels, for tests: both give the same sums
+using NhRun = void (*)(const std::uint32_t* key, const std::uint8_t* p, std::size_t bytes,
+                       std::uint64_t* out);
+void nh_run_portable(const std::uint32_t* key, const std::uint8_t* p, std::size_t bytes,
+                     std::uint64_t* out);
+#if defined(__x86_64__)
+void nh_run_avx2(const std::uint32_t* key, const std::uint8_t* p, std::size_t bytes,
+                 std::uint64_t* out);  // only on a CPU with AVX2
+#endif
+NhRun nh_best();
+}  // namespace detail
 
 }  // namespace ha::sync
