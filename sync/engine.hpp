@@ -3,7 +3,9 @@
 // Threads and ownership:
 // - The Engine runs one worker thread ("ha-sync") that owns its own io_uring ring, the inotify
 //   watcher, the TCP connection, the listen socket and every file it reads or writes. All
-//   protocol work happens there; nothing the agent calls blocks on it.
+//   protocol work happens there; nothing the agent calls blocks on it. On the standby it has two
+//   helpers: the committer ("ha-sync-fs", committer.hpp) runs the blocking durability work in
+//   order, and a checkpointer ("ha-sync-ckpt", replica.hpp) keeps SQLite replicas' WALs short.
 // - The public methods below are called from ONE agent thread (the agent loop). set_role,
 //   request_full_sync and quarantine enqueue a command (Boost.Lockfree SPSC + eventfd) and return
 //   at once; they are applied in call order.
@@ -17,11 +19,14 @@
 // challenge-response (see wire.hpp); a peer that fails it is dropped with a logged reason.
 //
 // Active: watches the roots, coalesces changes per path, streams them (sendfile from the page
-// cache), answers the standby's manifest with only what differs, and runs the daily/on-demand
-// full backup. Standby: applies frames (temp file + fsync + rename), acks each one once it is
-// durable. Whole files are made durable in batches (one syncfs per received batch); appends are
-// visible at once and made durable with one fdatasync per file per window of a few ms, their
-// acks held until then (acks always leave in sequence order).
+// cache; payloads of at most 4 KiB go out from the buffer their checksum was read into, large
+// files are hashed while they are sent), answers the standby's manifest with only what differs,
+// and runs the daily/on-demand full backup. SQLite databases are copied by snapshot as soon as
+// the wal-index shows the commit. Standby: writes a whole file to a temp file and checks it; the
+// committer makes it durable (fsync, or one syncfs per batch) before renaming it into place. A
+// snapshot of a WAL database is applied to its replica through SQLite instead (replica.hpp).
+// Appends are visible at once and made durable with one fdatasync per file per 20 ms window.
+// Every change is acknowledged once durable; acks leave in sequence order.
 #pragma once
 
 #include <unistd.h>
