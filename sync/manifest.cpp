@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "common/log.hpp"
 #include "sync/wire.hpp"
@@ -17,13 +19,26 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
+// Reads through a buffer, not a mapping: a file the PBX truncates while it is being read would
+// turn an access to the mapping into SIGBUS, and that would take the agent down.
 Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const ChecksumKey& key) {
-    if (size == 0) return payload_checksum(key, nullptr, 0);
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) return last_errno("mmap");
-    const auto sum = payload_checksum(key, m, size);
-    ::munmap(m, size);
-    return sum;
+    PayloadChecksum sum(key);
+    std::vector<std::uint8_t> buf(std::min<std::uint64_t>(size, std::uint64_t{256} << 10));
+    std::uint64_t done = 0;
+    while (done < size) {
+        const ssize_t n =
+            ::pread(fd, buf.data(),
+                    static_cast<std::size_t>(std::min<std::uint64_t>(size - done, buf.size())),
+                    static_cast<off_t>(done));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return last_errno("pread");
+        }
+        if (n == 0) break;  // shrank meanwhile: the sum will not match, the file is sent again
+        sum.update(buf.data(), static_cast<std::size_t>(n));
+        done += static_cast<std::uint64_t>(n);
+    }
+    return sum.finish();
 }
 
 Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_checksums,
