@@ -212,10 +212,9 @@ Result<std::unique_ptr<Committer>> Committer::create() {
     if (fd < 0) return last_errno("eventfd");
     c->done_fd_ = UniqueFd(fd);
     c->replicas_ = std::make_unique<SqliteReplicas>();
-    c->thread_ = std::thread([p = c.get()] {
-        pthread_setname_np(pthread_self(), "ha-sync-fs");
-        p->loop();
-    });
+    auto t = SmallThread::start("ha-sync-fs", [p = c.get()] { p->loop(); });
+    if (!t) return unexpected(t.error());
+    c->thread_ = std::move(*t);
     return c;
 }
 
@@ -225,7 +224,7 @@ Committer::~Committer() {
         stop_ = true;
     }
     cv_.notify_one();
-    if (thread_.joinable()) thread_.join();
+    thread_.reset();  // joins
 }
 
 void Committer::loop() {

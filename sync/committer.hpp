@@ -33,11 +33,11 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
+#include "sync/thread.hpp"
 #include "sync/wire.hpp"
 
 namespace ha::sync {
@@ -117,7 +117,7 @@ class Committer {
     std::size_t in_flight_ = 0;                 // engine thread only
     std::unique_ptr<SqliteReplicas> replicas_;  // helper thread only
     UniqueFd done_fd_;
-    std::thread thread_;
+    std::unique_ptr<SmallThread> thread_;
 };
 
 }  // namespace ha::sync

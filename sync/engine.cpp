@@ -23,6 +23,7 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "sync/schedule.hpp"
+#include "sync/thread.hpp"
 #include "sync/worker.hpp"
 
 namespace ha::sync {
@@ -92,22 +93,28 @@ Result<std::unique_ptr<Engine>> Engine::create(SyncConfig config) {
     e->event_fd_ = UniqueFd(efd);
     e->worker_ = std::make_unique<Worker>(*e);
     if (auto st = e->worker_->init(); !st) return unexpected(st.error());
-    e->thread_ = std::thread([w = e->worker_.get()] {
-        pthread_setname_np(pthread_self(), "ha-sync");
-        // sendfile() to a reset socket raises SIGPIPE in this thread; blocked, it returns EPIPE.
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &set, nullptr);
-        w->run();
-    });
+    // 1 MiB: the largest frames on it are the watcher's 64 KiB read buffer and SQLite's.
+    auto t = SmallThread::start(
+        "ha-sync",
+        [w = e->worker_.get()] {
+            // sendfile() to a reset socket raises SIGPIPE in this thread; blocked, it returns
+            // EPIPE.
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGPIPE);
+            pthread_sigmask(SIG_BLOCK, &set, nullptr);
+            w->run();
+        },
+        std::size_t{1} << 20);
+    if (!t) return unexpected(t.error());
+    e->thread_ = std::move(*t);
     return e;
 }
 
 Engine::~Engine() {
-    if (thread_.joinable()) {
+    if (thread_) {
         push_command({Command::Kind::Stop, Role::Off, 0});
-        thread_.join();
+        thread_.reset();  // joins
     }
 }
 

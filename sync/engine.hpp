@@ -37,7 +37,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <boost/lockfree/spsc_queue.hpp>
@@ -47,6 +46,7 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 #include "sync/fsutil.hpp"
+#include "sync/thread.hpp"
 
 namespace ha::sync {
 
@@ -179,7 +179,7 @@ class Engine {
     };
     Cells cells_;
     std::unique_ptr<Worker> worker_;
-    std::thread thread_;
+    std::unique_ptr<SmallThread> thread_;
     friend class Worker;
 };
 

@@ -91,25 +91,27 @@ SqliteReplicas::~SqliteReplicas() {
     close_all();
 }
 
-SqliteReplicas::Checkpointer::Checkpointer() {
-    thread_ = std::thread([this] {
-        pthread_setname_np(pthread_self(), "ha-sync-ckpt");
-        loop();
-    });
-}
-
 SqliteReplicas::Checkpointer::~Checkpointer() {
     {
         std::lock_guard lk(mu_);
         stop_ = true;
     }
     cv_.notify_one();
-    thread_.join();
+    thread_.reset();  // joins
     for (auto& [k, c] : conns_) sqlite3_close_v2(c.db);
 }
 
 void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedFd& dir,
                                            const std::string& leaf, bool force) {
+    if (!thread_) {
+        auto t = SmallThread::start("ha-sync-ckpt", [this] { loop(); });
+        if (!t) {
+            // The WAL cap in apply() still bounds the WAL, on the committer thread.
+            log::warn("sync", "checkpointer: {}", t.error().message());
+            return;
+        }
+        thread_ = std::move(*t);
+    }
     {
         std::lock_guard lk(mu_);
         for (auto& [k, f] : todo_) {

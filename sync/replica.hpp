@@ -21,10 +21,10 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 
 #include "sync/committer.hpp"
+#include "sync/thread.hpp"
 
 struct sqlite3;
 
@@ -64,7 +64,7 @@ class SqliteReplicas {
     // Checkpoints replicas whose WAL grew past a threshold, on its own thread and connections.
     class Checkpointer {
       public:
-        Checkpointer();
+        Checkpointer() = default;
         ~Checkpointer();
         Checkpointer(const Checkpointer&) = delete;
         Checkpointer& operator=(const Checkpointer&) = delete;
@@ -89,7 +89,7 @@ class SqliteReplicas {
         std::unordered_map<std::string, Conn> conns_;    // used by the thread while busy_ says so
         std::string busy_;
         bool stop_ = false;
-        std::thread thread_;
+        std::unique_ptr<SmallThread> thread_;  // started by the first request
     };
     template <typename Match>
     void close_matching(Match&& match);
