@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <pthread.h>
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "common/log.hpp"
 #include "sync/snapshot.hpp"
@@ -44,16 +46,18 @@ std::string immutable_uri(const UniqueFd& dir, const std::string& name) {
     return uri + "?immutable=1";
 }
 
-// A checkpoint once the WAL holds this many frames, as SQLite's default autocheckpoint would.
-// PASSIVE never waits, but readers that never let go can keep the WAL from restarting; past
-// kForceFrames the checkpoint is RESTART, which waits for them (briefly). After a restart the WAL
-// file is cut back to 4 MiB (journal_size_limit).
+// A PASSIVE checkpoint (on the checkpointer thread: it never waits for, nor blocks, readers and
+// the writer) is asked for after every snapshot while the WAL holds this many frames, as
+// SQLite's default autocheckpoint would. The WAL starts over once one of them has copied every
+// frame; the file is then cut back to 4 MiB (journal_size_limit).
 constexpr int kCheckpointFrames = 1000;
-constexpr int kForceFrames = 4 * kCheckpointFrames;
-// Each snapshot adds the whole database to the WAL. Past max(kWalCapMin, kWalCapTimes x the
-// database) the WAL is emptied (TRUNCATE) before the next one goes in, on the committer thread,
-// or that snapshot is refused: the WAL must not eat the disk when checkpoints cannot keep up.
-constexpr off_t kWalCapMin = off_t{4} << 20;
+// Each snapshot adds the whole database to the WAL, and while snapshots keep coming a background
+// checkpoint seldom catches up with all of it, which is when the WAL could start over. Past
+// max(kWalCapMin, kWalCapTimes x the database), or once the WAL is bigger than the space left
+// beside it, the WAL is emptied (TRUNCATE) before the next snapshot goes in, on the committer
+// thread, or that snapshot is refused: the WAL must never take the space its own checkpoint
+// needs (a full disk would then stay full).
+constexpr off_t kWalCapMin = off_t{8} << 20;
 constexpr off_t kWalCapTimes = 4;
 
 // Opens a replica for the engine's use: its WAL persists on close, closing never checkpoints,
@@ -102,7 +106,7 @@ SqliteReplicas::Checkpointer::~Checkpointer() {
 }
 
 void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedFd& dir,
-                                           const std::string& leaf, bool force) {
+                                           const std::string& leaf) {
     if (!thread_) {
         auto t = SmallThread::start("ha-sync-ckpt", [this] { loop(); });
         if (!t) {
@@ -114,18 +118,13 @@ void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedF
     }
     {
         std::lock_guard lk(mu_);
-        for (auto& [k, f] : todo_) {
-            if (k == key) {
-                f = f || force;
-                return;
-            }
-        }
+        if (std::find(todo_.begin(), todo_.end(), key) != todo_.end()) return;
         auto& c = conns_[key];
         if (c.db == nullptr) {
             c.dir = dir;
             c.leaf = leaf;
         }
-        todo_.emplace_back(key, force);
+        todo_.push_back(key);
     }
     cv_.notify_one();
 }
@@ -133,7 +132,7 @@ void SqliteReplicas::Checkpointer::request(const std::string& key, const SharedF
 template <typename Match>
 void SqliteReplicas::Checkpointer::forget(Match&& match) {
     std::unique_lock lk(mu_);
-    std::erase_if(todo_, [&](const auto& t) { return match(t.first); });
+    std::erase_if(todo_, [&](const std::string& k) { return match(k); });
     idle_cv_.wait(lk, [&] { return busy_.empty() || !match(busy_); });
     for (auto it = conns_.begin(); it != conns_.end();) {
         if (!match(it->first)) {
@@ -150,8 +149,7 @@ void SqliteReplicas::Checkpointer::loop() {
     for (;;) {
         cv_.wait(lk, [&] { return stop_ || !todo_.empty(); });
         if (stop_) return;
-        busy_ = std::move(todo_.front().first);
-        const bool force = todo_.front().second;
+        busy_ = std::move(todo_.front());
         todo_.pop_front();
         Conn& c = conns_[busy_];  // nodes stay put; forget() waits while busy_ names it
         lk.unlock();
@@ -159,11 +157,8 @@ void SqliteReplicas::Checkpointer::loop() {
         if (c.db == nullptr) c.db = open_replica(*c.dir, c.leaf, why);
         if (c.db != nullptr) {
             // PASSIVE: never waits for readers or the writer; what it cannot copy yet stays.
-            // RESTART waits (up to its busy timeout) until the next commit can start the WAL over.
-            sqlite3_busy_timeout(c.db, force ? 500 : 0);
-            const int rc = sqlite3_wal_checkpoint_v2(
-                c.db, "main", force ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE,
-                nullptr, nullptr);
+            const int rc = sqlite3_wal_checkpoint_v2(c.db, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                                     nullptr, nullptr);
             if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                 log::warn("sync", "checkpoint of replica {}: {}", c.leaf, sqlite3_errstr(rc));
             // The checkpoint wrote the database: give it back the mtime of its last snapshot
@@ -244,9 +239,13 @@ SqliteReplicas::Outcome SqliteReplicas::apply(const std::string& key, const Shar
     struct stat snap {};
     struct stat wal {};
     const std::string wal_name = leaf + "-wal";
+    struct statvfs vfs {};
+    const off_t avail = ::fstatvfs(dir->get(), &vfs) == 0
+                            ? static_cast<off_t>(vfs.f_bavail * vfs.f_frsize)
+                            : std::numeric_limits<off_t>::max();
     if (::fstatat(dir->get(), tmp.c_str(), &snap, AT_SYMLINK_NOFOLLOW) == 0 &&
         ::fstatat(dir->get(), wal_name.c_str(), &wal, AT_SYMLINK_NOFOLLOW) == 0 &&
-        wal.st_size > std::max(kWalCapMin, kWalCapTimes * snap.st_size)) {
+        (wal.st_size > std::max(kWalCapMin, kWalCapTimes * snap.st_size) || wal.st_size > avail)) {
         ckpt_->forget([&](const std::string& k) { return k == key; });
         sqlite3_busy_timeout(r.db, 200);
         const int rc =
@@ -277,6 +276,12 @@ SqliteReplicas::Outcome SqliteReplicas::apply(const std::string& key, const Shar
         // Nothing committed (the backup is one transaction). A new page size (READONLY) or a
         // damaged replica is replaced by rename; a full disk or an I/O error would hit that too.
         why = fmt::format("apply to replica: {}", sqlite3_errstr(rc));
+        if ((rc & 0xff) == SQLITE_FULL) {
+            // The WAL may be what filled the disk: give its space back if it can be emptied now
+            // (best effort), so that the retry, once there is room, goes through.
+            sqlite3_busy_timeout(r.db, 200);
+            sqlite3_wal_checkpoint_v2(r.db, "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        }
         close(key);
         switch (rc & 0xff) {
             case SQLITE_FULL:
@@ -297,9 +302,7 @@ SqliteReplicas::Outcome SqliteReplicas::apply(const std::string& key, const Shar
     set_mtime(*dir, leaf, mtime_ns);
     ::unlinkat(dir->get(), tmp.c_str(), 0);
     if (r.wal_frames >= kCheckpointFrames) {
-        ckpt_->request(key, dir, leaf, r.wal_frames >= kForceFrames);
-        // Counted again from here: a WAL that did not restart keeps growing towards kForceFrames.
-        if (r.wal_frames < kForceFrames) r.wal_frames = 0;
+        ckpt_->request(key, dir, leaf);
     }
     return Outcome::Applied;
 }

@@ -68,9 +68,7 @@ class SqliteReplicas {
         ~Checkpointer();
         Checkpointer(const Checkpointer&) = delete;
         Checkpointer& operator=(const Checkpointer&) = delete;
-        // `force`: RESTART instead of PASSIVE (the WAL kept growing).
-        void request(const std::string& key, const SharedFd& dir, const std::string& leaf,
-                     bool force);
+        void request(const std::string& key, const SharedFd& dir, const std::string& leaf);
         // Drops queued requests and closes the connections of the keys `match` selects, after
         // waiting for a checkpoint of one of them that is under way.
         template <typename Match>
@@ -85,8 +83,8 @@ class SqliteReplicas {
         void loop();
         std::mutex mu_;
         std::condition_variable cv_, idle_cv_;
-        std::deque<std::pair<std::string, bool>> todo_;  // key, force
-        std::unordered_map<std::string, Conn> conns_;    // used by the thread while busy_ says so
+        std::deque<std::string> todo_;
+        std::unordered_map<std::string, Conn> conns_;  // used by the thread while busy_ says so
         std::string busy_;
         bool stop_ = false;
         std::unique_ptr<SmallThread> thread_;  // started by the first request
