@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -140,6 +141,7 @@ SyncStatus Engine::status() const {
     SyncStatus s;
     s.connected = cells_.connected.load(r);
     s.role = static_cast<Role>(cells_.role.load(r));
+    s.as_of_ns = cells_.as_of_ns.load(std::memory_order_acquire);
     s.lag_bytes = cells_.lag_bytes.load(r);
     s.unacked_changes = cells_.unacked.load(r);
     s.queued_changes = cells_.queued.load(r);
@@ -484,14 +486,23 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     c.connected.store(conn_.has_value() && (role_ != Role::Active || streaming_), r);
     c.lag_bytes.store(outstanding_bytes_, r);
     c.unacked.store(outstanding_.size() - outstanding_pings_, r);
-    // A database written to whose commit is not snapshot yet is a queued change too.
-    c.queued.store(queue_.size() + sqlite_watch_.size(), r);
+    // A database written to whose commit is not snapshot yet is a queued change too, and so are
+    // watcher events not read yet: "drained" must not be claimed while a change that was made
+    // before this moment is still in the inotify queue (only looked at when nothing else is
+    // pending, to keep the syscall off the busy path).
+    std::size_t queued = queue_.size() + sqlite_watch_.size();
+    if (queued == 0 && outstanding_.size() == outstanding_pings_ && watcher_) {
+        int unread = 0;
+        if (::ioctl(watcher_->fd().get(), FIONREAD, &unread) == 0 && unread > 0) queued = 1;
+    }
+    c.queued.store(queued, r);
     c.bytes_sent.store(bytes_sent_, r);
     c.files_sent.store(files_sent_, r);
     c.bytes_applied.store(bytes_applied_, r);
     c.files_applied.store(files_applied_, r);
     c.errors.store(errors_, r);
     c.initial_done.store(initial_done_, r);
+    c.as_of_ns.store(mono_ns(), std::memory_order_release);  // after the cells it vouches for
     if (!slow) return;
     last_publish_ns_ = now;
     std::uint64_t oldest = queue_.oldest_ns();

@@ -81,6 +81,10 @@ struct FullBackupStatus {
 };
 
 struct SyncStatus {
+    // When the worker published these (monotonic ns). A caller that needs "drained" to cover a
+    // change it made (or a service it stopped) at time T waits for as_of_ns > T: every change
+    // made before T is then counted, as queued (inotify events not read yet included) or later.
+    std::uint64_t as_of_ns = 0;
     bool connected = false;
     Role role = Role::Off;
     std::uint64_t lag_bytes = 0;          // sent or being sent, not yet acknowledged
@@ -176,6 +180,7 @@ class Engine {
             fb_bytes_done{0}, fb_bytes_total{0}, fb_rate{0}, fb_eta{0}, errors{0},
             dropped_events{0};
         std::atomic<std::int64_t> fb_last_time{0};
+        std::atomic<std::uint64_t> as_of_ns{0};
     };
     Cells cells_;
     std::unique_ptr<Worker> worker_;

@@ -197,7 +197,7 @@ class Engine::Worker final : public FrameSink {
     std::unordered_set<std::string> writing_;  // file-mode paths written to since their last close
     // sqlite: a -wal write is seen before its commit is visible to readers (the commit ends with
     // an update of the wal-index header in the -shm, a memory write inotify does not see). After
-    // a write the header is watched every few hundred us and the snapshot taken as soon as it
+    // a write the header is looked at every 150 us and the snapshot taken as soon as it
     // moves; a snapshot is taken anyway `kSqliteSettleNs` after the last write (rollback-journal
     // databases, or a header we cannot read). Until then the change counts as queued, so
     // "drained" (and the force switch) waits for it. A snapshot identical to the last one sent is

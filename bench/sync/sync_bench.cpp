@@ -289,13 +289,14 @@ class Pair {
                standby_ != nullptr;
     }
     bool wait_drained(std::chrono::seconds limit) {
+        // Only a status published after this call covers the changes made before it.
+        const std::uint64_t since = ha::mono_ns();
         const auto end = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < end) {
             active_->drain_events([](const auto&) {});
             if (standby_) standby_->drain_events([](const auto&) {});
             const auto s = active_->status();
-            if (s.connected && s.initial_done && s.lag_bytes == 0 && s.queued_changes == 0)
-                return true;
+            if (s.as_of_ns > since && s.drained()) return true;
             std::this_thread::sleep_for(1ms);
         }
         return false;

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/clock.hpp"
 #include "common/log.hpp"
 #include "netns_util.hpp"
 #include "sync/engine.hpp"
@@ -153,7 +154,7 @@ class SyncPair : public ::testing::Test {
     void start_both() {
         start_active();
         start_standby();
-        ASSERT_TRUE(eventually([&] { return synced(); })) << "initial sync: " << describe();
+        ASSERT_TRUE(settles([&] { return synced(); })) << "initial sync: " << describe();
     }
     // The standby as its own process (sh execs into unshare, then ip netns exec, then the peer:
     // one pid, so SIGKILL really kills the receiver mid-write).
@@ -164,17 +165,23 @@ class SyncPair : public ::testing::Test {
             stby_, act_, net_->b(), SYNC_PEER_BIN, act_, base_, kKey.k0, kKey.k1);
         return std::make_unique<Child>(cmd);
     }
+    // A status published after `since_` covers every change the test made before it.
     bool active_drained() {
         drain();
         const auto a = active_->status();
-        return a.connected && a.initial_done && a.lag_bytes == 0 && a.queued_changes == 0;
+        return a.as_of_ns > since_ && a.drained();
     }
     bool synced() {
         drain();
         const auto a = active_->status();
         const auto s = standby_->status();
-        return a.connected && a.initial_done && s.initial_done && a.lag_bytes == 0 &&
-               a.queued_changes == 0;
+        return a.as_of_ns > since_ && a.drained() && s.initial_done;
+    }
+    // eventually(), but drained() only counts from now on.
+    template <typename F>
+    bool settles(F&& f, std::chrono::milliseconds deadline = 15s) {
+        since_ = mono_ns();
+        return eventually(std::forward<F>(f), deadline);
     }
     std::string describe_active() {
         const auto a = active_->status();
@@ -213,6 +220,7 @@ class SyncPair : public ::testing::Test {
     std::unique_ptr<Engine> active_;
     std::unique_ptr<Engine> standby_;
     std::vector<SyncEvent> active_events_, standby_events_;
+    std::uint64_t since_ = 0;
 };
 
 TEST_F(SyncPair, FileAndAppendModesReplicateWithDeleteAndRename) {
@@ -258,10 +266,10 @@ TEST_F(SyncPair, FileAndAppendModesReplicateWithDeleteAndRename) {
     fs::create_directories(A("vm/1002/INBOX"));
     write_text(A("vm/1002/INBOX/a.txt"), "in a new directory");
     ASSERT_TRUE(
-        eventually([&] { return read_text(S("vm/1002/INBOX/a.txt")) == "in a new directory"; }));
+        settles([&] { return read_text(S("vm/1002/INBOX/a.txt")) == "in a new directory"; }));
     fs::remove_all(A("vm/1002"));
-    ASSERT_TRUE(eventually([&] { return !fs::exists(S("vm/1002/INBOX/a.txt")); }));
-    ASSERT_TRUE(eventually([&] { return synced(); }));
+    ASSERT_TRUE(settles([&] { return !fs::exists(S("vm/1002/INBOX/a.txt")); }));
+    ASSERT_TRUE(settles([&] { return synced(); }));
     EXPECT_FALSE(has_temp(stby_));
 }
 
@@ -307,7 +315,7 @@ TEST_F(SyncPair, KeepalivesNeverLandInsideAPayload) {
     for (std::size_t i = 0; i < big.size(); i += 4096)
         big[i] = static_cast<char>('a' + (i / 4096) % 26);
     for (int i = 0; i < 3; ++i) write_text(A(fmt::format("vm/large{}.wav", i)), big);
-    ASSERT_TRUE(eventually([&] { return synced(); }, 60s)) << describe();
+    ASSERT_TRUE(settles([&] { return synced(); }, 60s)) << describe();
     for (int i = 0; i < 3; ++i) EXPECT_EQ(read_text(S(fmt::format("vm/large{}.wav", i))), big);
     drain();
     EXPECT_FALSE(has_event(standby_events_, SyncEvent::Kind::PeerRefused));
@@ -325,7 +333,7 @@ TEST_F(SyncPair, QuarantineKeepsTheLosersDataAndPullsAFullCopy) {
         drain();
         return has_event(standby_events_, SyncEvent::Kind::Quarantined);
     }));
-    ASSERT_TRUE(eventually([&] {
+    ASSERT_TRUE(settles([&] {
         return synced() && read_text(S("vm/shared.txt")) == "the winner's version";
     })) << describe();
     EXPECT_FALSE(fs::exists(S("vm/only-on-loser.txt")));
@@ -367,7 +375,7 @@ TEST_F(SyncPair, LinkCutMidTransferThenCatchUp) {
     }
     write_text(A("vm/during-cut.txt"), "written while the link was down");
     net_->link(true);
-    ASSERT_TRUE(eventually([&] { return synced(); }, 30s));
+    ASSERT_TRUE(settles([&] { return synced(); }, 30s));
     EXPECT_EQ(read_text(S("vm/big.wav")), big);
     EXPECT_EQ(read_text(S("vm/during-cut.txt")), "written while the link was down");
     EXPECT_FALSE(has_temp(stby_));
@@ -377,7 +385,7 @@ TEST_F(SyncPair, ReceiverKilledMidFileLeavesNoPartialFileAndCatchesUp) {
     write_text(A("vm/old.txt"), "before");
     start_active();
     auto peer = spawn_standby();
-    ASSERT_TRUE(eventually([&] { return active_drained(); })) << describe_active();
+    ASSERT_TRUE(settles([&] { return active_drained(); })) << describe_active();
     EXPECT_EQ(read_text(S("vm/old.txt")), "before");
     std::string big(96 << 20, 'r');
     for (std::size_t i = 0; i < big.size(); i += 4096)
@@ -387,8 +395,7 @@ TEST_F(SyncPair, ReceiverKilledMidFileLeavesNoPartialFileAndCatchesUp) {
     peer->kill();  // SIGKILL while the temp file is being written
     EXPECT_FALSE(fs::exists(S("vm/rec.wav"))) << "the target name never shows a partial file";
     peer = spawn_standby();
-    ASSERT_TRUE(
-        eventually([&] { return active_drained() && read_text(S("vm/rec.wav")) == big; }, 30s))
+    ASSERT_TRUE(settles([&] { return active_drained() && read_text(S("vm/rec.wav")) == big; }, 30s))
         << describe_active();
     EXPECT_FALSE(has_temp(stby_)) << "the restarted receiver removed the partial temp file";
 }
@@ -403,7 +410,7 @@ TEST_F(SyncPair, ActiveRestartMidTransferCatchesUp) {
     active_.reset();  // the agent stops (or crashes) on the active
     write_text(A("vm/while-down.txt"), "changed while the agent was down");
     start_active();
-    ASSERT_TRUE(eventually([&] { return synced(); }, 30s)) << describe();
+    ASSERT_TRUE(settles([&] { return synced(); }, 30s)) << describe();
     EXPECT_EQ(read_text(S("vm/big.wav")), big);
     EXPECT_EQ(read_text(S("vm/while-down.txt")), "changed while the agent was down");
     EXPECT_FALSE(has_temp(stby_));
@@ -452,7 +459,7 @@ TEST_F(SyncPair, FileChangingWhileSentNeverLandsMixed) {
     stop = true;
     writer.join();
     EXPECT_FALSE(mixed) << "the standby showed a torn or mixed version";
-    ASSERT_TRUE(eventually(
+    ASSERT_TRUE(settles(
         [&] { return synced() && read_text(S("vm/rec.raw")) == read_text(A("vm/rec.raw")); }));
     EXPECT_GT(observations, 0);
     EXPECT_FALSE(has_temp(stby_));
@@ -473,7 +480,7 @@ TEST_F(SyncPair, StandbyDiskFullRaisesAnEventLeavesNothingTornAndCatchesUp) {
     EXPECT_FALSE(fs::exists(S("vm/big.wav")));
     EXPECT_FALSE(has_temp(stby_));
     fs::remove(S("filler"));
-    ASSERT_TRUE(eventually([&] { return synced() && read_text(S("vm/big.wav")) == big; }, 20s));
+    ASSERT_TRUE(settles([&] { return synced() && read_text(S("vm/big.wav")) == big; }, 20s));
 }
 
 // Counts rows and runs PRAGMA integrity_check on a fresh read-only connection.
@@ -593,7 +600,7 @@ TEST_F(SyncPair, SqliteUnderContinuousWritesIsAlwaysConsistentAndMovesForward) {
     EXPECT_GT(observations, 10);
     EXPECT_GT(last, 0) << "the replica moved forward while the writer ran";
     EXPECT_GT(keep_last, keep_first) << "a reader that kept it open saw it move forward too";
-    ASSERT_TRUE(eventually([&] {
+    ASSERT_TRUE(settles([&] {
         std::int64_t rows = 0;
         std::string why;
         return synced() && check_db(S("db/pbx.db"), rows, why) && rows == committed.load();
@@ -847,10 +854,10 @@ TEST_P(SyncFault, StandbyCopyIsNeverTornAndCatchesUp) {
     std::unique_ptr<Child> peer;
     if (fault() == Fault::ReceiverKilled) {
         peer = spawn_standby();
-        ASSERT_TRUE(eventually([&] { return active_drained(); })) << describe_active();
+        ASSERT_TRUE(settles([&] { return active_drained(); })) << describe_active();
     } else {
         start_standby();
-        ASSERT_TRUE(eventually([&] { return synced(); })) << describe();
+        ASSERT_TRUE(settles([&] { return synced(); })) << describe();
     }
     std::thread writer([&] { write_loop(); });
     struct Join {  // a failed ASSERT returns early: stop the writer first
@@ -892,7 +899,7 @@ TEST_P(SyncFault, StandbyCopyIsNeverTornAndCatchesUp) {
     writer.join();
     const std::int64_t committed = committed_.load();
     (void)committed;
-    ASSERT_TRUE(eventually(
+    ASSERT_TRUE(settles(
         [&] {
             if (auto why = check_standby(); !why.empty() && problem_.empty()) problem_ = why;
             return active_drained() && standby_equals_active();
