@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <set>
+
 #include "common/log.hpp"
 #include "sync/engine.hpp"
 
@@ -39,10 +42,21 @@ sync::Role to_sync_role(core::State s, sync::Role current) {
     return current;
 }
 
+// "HH:MM" (validated by the config) to minutes after midnight; anything else is midnight.
 int minute_of(const std::string& hhmm) {
-    if (hhmm.size() < 5) return 0;
-    return std::stoi(hhmm.substr(0, 2)) * 60 + std::stoi(hhmm.substr(3, 2));
+    auto digit = [&](std::size_t i) {
+        return hhmm[i] >= '0' && hhmm[i] <= '9' ? hhmm[i] - '0' : -1;
+    };
+    if (hhmm.size() != 5 || hhmm[2] != ':') return 0;
+    const int h = digit(0) * 10 + digit(1);
+    const int m = digit(3) * 10 + digit(4);
+    if (digit(0) < 0 || digit(1) < 0 || digit(3) < 0 || digit(4) < 0 || h > 23 || m > 59) return 0;
+    return h * 60 + m;
 }
+
+// One-shot sync alerts (a refused path, a checksum mismatch...) of one kind are written to the
+// system events at most this often; the next one says how many were left out.
+constexpr auto kAlertInterval = std::chrono::seconds(60);
 
 }  // namespace
 
@@ -53,6 +67,10 @@ struct SyncBridge::Impl {
     sync::Role role = sync::Role::Off;
     std::optional<core::EvSync> last_sent;
     TimePoint next_poll{};
+    // Conditions raised and not yet restored (the system event key), and when each one-shot
+    // alert kind was last written / how many were left out since.
+    std::set<std::string> raised;
+    std::map<std::string, std::pair<std::int64_t, unsigned>> last_alert;
 };
 
 SyncBridge::SyncBridge(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -115,27 +133,66 @@ void SyncBridge::drain() {
         switch (e.kind) {
             case K::BackupSuccess:
             case K::BackupFailed: {
+                // Daily, on-demand and the standby's initial sync alike: "HA backup success!!".
                 store::BackupRecord r;
                 r.success = e.kind == K::BackupSuccess;
+                r.full = true;
                 r.files = e.files;
                 r.bytes = e.bytes;
-                r.error = std::string(e.text());
+                r.duration = std::chrono::milliseconds(e.duration_ms);
+                if (!r.success) r.error = std::string(e.text());
                 log::info("sync", "HA backup {} files={} bytes={} {}",
                           r.success ? "success" : "failed", r.files, r.bytes, r.error);
                 (void)impl_->events.append(r, e.wall_ms ? e.wall_ms : wall_ms());
                 break;
             }
-            case K::DiskFull:
+            case K::DiskFull: {
+                // A condition: raised once, restored when the standby has space again.
+                const std::string key = "sync-disk-full";
+                if (!impl_->raised.insert(key).second) break;
+                store::SystemEvent ev{.raised = true,
+                                      .key = key,
+                                      .content = fmt::format("data sync: disk full: {}", e.text())};
+                log::warn("sync", "{}", ev.content);
+                (void)impl_->events.append(ev, wall_ms());
+                break;
+            }
+            case K::Restored: {
+                const std::string key = "sync-" + std::string(e.text());
+                if (impl_->raised.erase(key) == 0) break;
+                store::SystemEvent ev{
+                    .raised = false,
+                    .key = key,
+                    .content = fmt::format("data sync: {} has recovered", e.text())};
+                log::info("sync", "{}", ev.content);
+                (void)impl_->events.append(ev, wall_ms());
+                break;
+            }
             case K::PeerRefused:
             case K::ChecksumMismatch:
             case K::ApplyFailed:
             case K::Quarantined: {
-                store::SystemEvent ev;
-                ev.key = "sync-" + std::string(sync::to_string(e.kind));
-                ev.raised = true;
-                ev.content = fmt::format("data sync: {}: {}", sync::to_string(e.kind), e.text());
-                log::warn("sync", "{}", ev.content);
-                (void)impl_->events.append(ev, wall_ms());
+                const std::string key = "sync-" + std::string(sync::to_string(e.kind));
+                const std::int64_t now_ms = wall_ms();
+                auto& [last_ms, left_out] = impl_->last_alert[key];
+                const auto interval_ms =
+                    std::chrono::duration_cast<std::chrono::milliseconds>(kAlertInterval).count();
+                log::warn("sync", "data sync: {}: {}", sync::to_string(e.kind), e.text());
+                if (e.kind != K::Quarantined && last_ms != 0 && now_ms - last_ms < interval_ms) {
+                    ++left_out;
+                    break;
+                }
+                store::SystemEvent ev{
+                    .raised = true,
+                    .key = key,
+                    .content = fmt::format("data sync: {}: {}{}", sync::to_string(e.kind), e.text(),
+                                           left_out > 0 ? fmt::format(" ({} more in the last "
+                                                                      "minute, see the log)",
+                                                                      left_out)
+                                                        : std::string())};
+                last_ms = now_ms;
+                left_out = 0;
+                (void)impl_->events.append(ev, now_ms);
                 break;
             }
             case K::Connected:
@@ -155,8 +212,9 @@ void SyncBridge::poll(std::deque<core::Event>& out, TimePoint now) {
     core::EvSync ev{0, std::chrono::nanoseconds(0), true, true};
     if (impl_->engine) {
         const auto st = impl_->engine->status();
-        // Queued but unsent changes are lag too: a switch must wait for them.
-        ev.lag_bytes = st.lag_bytes + (st.queued_changes > 0 ? 1 : 0);
+        // Queued but unsent changes, and sent ones not acknowledged yet (a delete moves no
+        // bytes), are lag too: a switch must wait for them.
+        ev.lag_bytes = st.lag_bytes + (st.queued_changes > 0 || st.unacked_changes > 0 ? 1 : 0);
         ev.oldest_unacked = std::chrono::nanoseconds(st.oldest_unacked_ns);
         ev.connected = st.connected;
         ev.initial_done = st.initial_done;
@@ -183,6 +241,7 @@ nlohmann::json SyncBridge::status_json() const {
     nlohmann::json j = {{"connected", st.connected},
                         {"state", std::string(sync::to_string(st.role))},
                         {"lag_bytes", st.lag_bytes},
+                        {"unacked_changes", st.unacked_changes},
                         {"queued_changes", st.queued_changes},
                         {"oldest_unacked_ms", st.oldest_unacked_ns / 1'000'000},
                         {"initial_done", st.initial_done},

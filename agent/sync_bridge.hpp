@@ -1,6 +1,6 @@
-// The agent's side of data sync: owns the sync engine (its own threads), tells it the role,
-// turns its progress into core::EvSync events and its results into backup-log entries, and
-// schedules the daily full backup. Loop thread only.
+// The agent's side of data sync: owns the sync engine (its own threads; it also runs the daily
+// full backup at the configured time), tells it the role, turns its progress into core::EvSync
+// events and its results into backup-log entries and system events. Loop thread only.
 #pragma once
 
 #include <deque>
@@ -35,7 +35,7 @@ class SyncBridge {
     [[nodiscard]] int event_fd() const;
     // Engine events (backup results, faults) -> the HA backup log and system events.
     void drain();
-    // Periodic: lag into EvSync when it changed; the daily full backup when due.
+    // Periodic: lag into EvSync when it changed.
     void poll(std::deque<core::Event>& out, TimePoint now);
     [[nodiscard]] std::optional<TimePoint> next_deadline() const;
     [[nodiscard]] nlohmann::json status_json() const;

@@ -4,6 +4,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -13,20 +14,11 @@ namespace ha::sync {
 
 namespace {
 
-AckStatus status_for_errno(int err) {
-    switch (err) {
-        case ENOSPC:
-        case EDQUOT:
-            return AckStatus::NoSpace;
-        case ELOOP:
-        case EXDEV:
-        case ENOTDIR:
-        case EISDIR:
-            return AckStatus::Refused;
-        default:
-            return AckStatus::IoError;
-    }
-}
+// Past this many cached directories or open append targets the cache starts over.
+constexpr std::size_t kMaxCached = 1024;
+// Whole files at least this big get their space reserved before any byte moves, so a full disk is
+// found at once instead of after the transfer; smaller ones are not worth the extra call.
+constexpr std::uint64_t kFallocateMin = 1ULL << 20;
 
 AckStatus status_for(const Error& e) {
     return status_for_errno(e.code.value());
@@ -46,17 +38,22 @@ Status write_all_at(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t 
     return {};
 }
 
-std::string temp_name(std::string_view leaf) {
-    std::uint32_t r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<std::uint32_t>(::getpid());
-    // Keep within NAME_MAX: the leaf may already be 255 bytes.
-    const auto shown = leaf.substr(0, 200);
-    return fmt::format("{}{}.{:08x}", kTempPrefix, shown, r);
+std::string cache_key(std::uint8_t root, std::string_view path) {
+    std::string k(1, static_cast<char>(root));
+    k += path;
+    return k;
 }
 
 }  // namespace
 
-Result<Applier> Applier::create(const std::vector<Root>& roots, const Key& key) {
+Applier::Applier(std::vector<OpenRoot> roots, std::shared_ptr<const ChecksumKey> key)
+    : roots_(std::move(roots)), key_(std::move(key)) {
+    if (getrandom(&tmp_salt_, sizeof tmp_salt_, 0) != sizeof tmp_salt_)
+        tmp_salt_ = static_cast<std::uint32_t>(::getpid());
+}
+
+Result<Applier> Applier::create(const std::vector<Root>& roots,
+                                std::shared_ptr<const ChecksumKey> key) {
     if (roots.size() > kMaxRoots)
         return fail(fmt::format("sync: {} roots (max {})", roots.size(), kMaxRoots));
     std::vector<OpenRoot> open;
@@ -66,7 +63,7 @@ Result<Applier> Applier::create(const std::vector<Root>& roots, const Key& key) 
         if (stale > 0) log::info("sync", "removed partial files root={} count={}", r.path, stale);
         open.push_back(OpenRoot{std::move(fd), r.mode, r.path});
     }
-    return Applier(std::move(open), key);
+    return Applier(std::move(open), std::move(key));
 }
 
 AckStatus Applier::fail_with(AckStatus s, std::string why) {
@@ -75,10 +72,43 @@ AckStatus Applier::fail_with(AckStatus s, std::string why) {
 }
 
 void Applier::discard() {
-    if (!tmp_name_.empty() && dir_) ::unlinkat(dir_.get(), tmp_name_.c_str(), 0);
+    if (!tmp_name_.empty() && dir_) ::unlinkat(dir_->get(), tmp_name_.c_str(), 0);
     tmp_name_.clear();
     out_.reset();
     dir_.reset();
+    append_out_.reset();
+}
+
+void Applier::forget_caches() {
+    dirs_.clear();
+    targets_.clear();
+}
+
+Result<SharedFd> Applier::parent_dir(std::uint8_t root, std::string_view path, bool create,
+                                     std::string& leaf) {
+    const auto slash = path.rfind('/');
+    leaf = std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
+    const std::string key =
+        cache_key(root, slash == std::string_view::npos ? "" : path.substr(0, slash));
+    if (auto it = dirs_.find(key); it != dirs_.end()) return it->second;
+    std::string ignored;
+    auto dir = open_parent(roots_[root].fd, path, create, ignored);
+    if (!dir) return unexpected(dir.error());
+    if (dirs_.size() >= kMaxCached) dirs_.clear();
+    auto shared = std::make_shared<const UniqueFd>(std::move(*dir));
+    dirs_.emplace(key, shared);
+    return shared;
+}
+
+Result<SharedFd> Applier::append_target(std::uint8_t root, std::string_view path) {
+    const std::string key = cache_key(root, path);
+    if (auto it = targets_.find(key); it != targets_.end()) return it->second;
+    auto fd = open_beneath(roots_[root].fd, path, O_WRONLY);
+    if (!fd) return unexpected(fd.error());
+    if (targets_.size() >= kMaxCached) targets_.clear();
+    auto shared = std::make_shared<const UniqueFd>(std::move(*fd));
+    targets_.emplace(key, shared);
+    return shared;
 }
 
 void Applier::begin(const FrameHeader& h, std::string_view path) {
@@ -87,51 +117,66 @@ void Applier::begin(const FrameHeader& h, std::string_view path) {
     cur_path_ = std::string(path);
     written_ = 0;
     pending_ = AckStatus::Ok;
-    hasher_.emplace(key_);
-    const auto& root = roots_[h.root];
-    auto dir = open_parent(root.fd, path, true, leaf_);
+    hasher_.emplace(*key_);
+    if (h.type == FrameType::Append) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            auto fd = append_target(h.root, path);
+            if (!fd) {
+                pending_ =
+                    fd.error().code == std::errc::no_such_file_or_directory
+                        ? fail_with(AckStatus::NeedFull,
+                                    fmt::format("append {}: missing", cur_path_))
+                        : fail_with(status_for(fd.error()), fd.error().wrap(cur_path_).message());
+                return;
+            }
+            struct stat st {};
+            if (::fstat((*fd)->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+                pending_ = fail_with(AckStatus::Refused,
+                                     fmt::format("append {}: not a regular file", cur_path_));
+                return;
+            }
+            if (st.st_nlink == 0) {  // removed behind our back: open the file that has the name
+                targets_.erase(cache_key(h.root, path));
+                continue;
+            }
+            if (static_cast<std::uint64_t>(st.st_size) != h.offset) {
+                pending_ = fail_with(AckStatus::NeedFull,
+                                     fmt::format("append {}: standby has {} bytes, frame at {}",
+                                                 cur_path_, st.st_size, h.offset));
+                return;
+            }
+            append_out_ = *fd;
+            append_id_ = {st.st_dev, st.st_ino};
+            return;
+        }
+        pending_ = fail_with(AckStatus::NeedFull, fmt::format("append {}: replaced", cur_path_));
+        return;
+    }
+    auto dir = parent_dir(h.root, path, true, leaf_);
     if (!dir) {
         pending_ = fail_with(status_for(dir.error()), dir.error().wrap(cur_path_).message());
         return;
     }
-    dir_ = std::move(*dir);
-    if (h.type == FrameType::Append) {
-        auto fd = open_beneath(root.fd, path, O_WRONLY);
-        if (!fd) {
-            pending_ =
-                fd.error().code == std::errc::no_such_file_or_directory
-                    ? fail_with(AckStatus::NeedFull, fmt::format("append {}: missing", cur_path_))
-                    : fail_with(status_for(fd.error()), fd.error().message());
-            return;
-        }
-        struct stat st {};
-        if (::fstat(fd->get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-            pending_ = fail_with(AckStatus::Refused,
-                                 fmt::format("append {}: not a regular file", cur_path_));
-            return;
-        }
-        if (static_cast<std::uint64_t>(st.st_size) != h.offset) {
-            pending_ = fail_with(AckStatus::NeedFull,
-                                 fmt::format("append {}: standby has {} bytes, frame at {}",
-                                             cur_path_, st.st_size, h.offset));
-            return;
-        }
-        out_ = std::move(*fd);
-        return;
+    dir_ = *dir;
+    int fd = -1;
+    int err = 0;
+    for (int attempt = 0; attempt < 3 && fd < 0; ++attempt) {
+        // Keep within NAME_MAX: the leaf may already be 255 bytes.
+        tmp_name_ = fmt::format("{}{}.{:08x}{:x}", kTempPrefix,
+                                std::string_view(leaf_).substr(0, 200), tmp_salt_, tmp_counter_++);
+        fd = ::openat(dir_->get(), tmp_name_.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        err = errno;
+        if (fd < 0 && err != EEXIST) break;
     }
-    tmp_name_ = temp_name(leaf_);
-    const int fd = ::openat(dir_.get(), tmp_name_.c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
-        const int err = errno;
         tmp_name_.clear();
         pending_ = fail_with(status_for_errno(err),
                              fmt::format("create temp for {}: {}", cur_path_, std::strerror(err)));
         return;
     }
     out_ = UniqueFd(fd);
-    // Reserve the space up front so a full disk is found before any byte moves.
-    if (h.length > 0) {
+    if (h.length >= kFallocateMin) {
         const int rc = ::posix_fallocate(out_.get(), 0, static_cast<off_t>(h.length));
         if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
             pending_ = fail_with(status_for_errno(rc),
@@ -143,13 +188,16 @@ void Applier::begin(const FrameHeader& h, std::string_view path) {
 }
 
 void Applier::write(std::span<const std::uint8_t> chunk) {
-    if (pending_ != AckStatus::Ok || !out_) return;
+    if (pending_ != AckStatus::Ok) return;
+    const bool append = cur_.type == FrameType::Append;
+    const int fd = append ? (append_out_ ? append_out_->get() : -1) : out_.get();
+    if (fd < 0) return;
     hasher_->update(chunk.data(), chunk.size());
-    const std::uint64_t at = (cur_.type == FrameType::Append ? cur_.offset : 0) + written_;
-    if (auto st = write_all_at(out_.get(), chunk.data(), chunk.size(), at); !st) {
+    const std::uint64_t at = (append ? cur_.offset : 0) + written_;
+    if (auto st = write_all_at(fd, chunk.data(), chunk.size(), at); !st) {
         pending_ = fail_with(status_for(st.error()), st.error().wrap(cur_path_).message());
-        if (cur_.type == FrameType::Append) {
-            if (::ftruncate(out_.get(), static_cast<off_t>(cur_.offset)) != 0) {
+        if (append) {
+            if (::ftruncate(fd, static_cast<off_t>(cur_.offset)) != 0) {
                 log::warn("sync", "truncate after failed append path={} err={}", cur_path_,
                           std::strerror(errno));
             }
@@ -161,109 +209,16 @@ void Applier::write(std::span<const std::uint8_t> chunk) {
     written_ += chunk.size();
 }
 
-AckStatus Applier::install(const UniqueFd& dir, const std::string& tmp, const std::string& leaf,
-                           bool sqlite, const std::string& path) {
-    // A stale -wal beside a replaced database would be replayed into the new file: remove the
-    // side files first (the snapshot itself is in rollback-journal mode and needs none).
-    if (sqlite) {
-        for (const char* suffix : {"-wal", "-shm", "-journal"}) {
-            const std::string side = leaf + suffix;
-            ::unlinkat(dir.get(), side.c_str(), 0);
-        }
-    }
-    if (::renameat(dir.get(), tmp.c_str(), dir.get(), leaf.c_str()) != 0) {
-        const int err = errno;
-        return fail_with(status_for_errno(err),
-                         fmt::format("rename into {}: {}", path, std::strerror(err)));
-    }
-    return AckStatus::Ok;
-}
-
-void Applier::mark_dirty(UniqueFd dir) {
-    // The directory entry is made durable by sync_dirs() once per received batch, before the
-    // acks of that batch leave: one fsync per directory instead of one per file.
-    struct stat st {};
-    if (::fstat(dir.get(), &st) != 0) return;
-    for (const auto& d : dirty_) {
-        if (d.dev == st.st_dev && d.ino == st.st_ino) return;
-    }
-    dirty_.push_back(DirtyDir{std::move(dir), st.st_dev, st.st_ino});
-}
-
-std::size_t Applier::commit() {
-    if (deferred_.empty()) return 0;
-    std::vector<dev_t> synced;
-    bool ok = true;
-    for (const auto& p : deferred_) {
-        struct stat st {};
-        if (::fstat(p.dir.get(), &st) != 0) continue;
-        if (std::find(synced.begin(), synced.end(), st.st_dev) != synced.end()) continue;
-        synced.push_back(st.st_dev);
-        if (::syncfs(p.dir.get()) != 0) {
-            ok = false;
-            last_error_ = fmt::format("syncfs before installing {} files: {}", deferred_.size(),
-                                      std::strerror(errno));
-        }
-    }
-    std::size_t failed = 0;
-    for (auto& p : deferred_) {
-        if (!ok || install(p.dir, p.tmp, p.leaf, p.sqlite, p.path) != AckStatus::Ok) {
-            ::unlinkat(p.dir.get(), p.tmp.c_str(), 0);
-            ++failed;
-            continue;
-        }
-        mark_dirty(std::move(p.dir));
-    }
-    deferred_.clear();
-    pending_bytes_ = 0;
-    return failed;
-}
-
-std::vector<std::string> Applier::sync_appends() {
-    std::vector<std::string> failed;
-    for (auto& d : dirty_appends_) {
-        if (::fdatasync(d.fd.get()) == 0) continue;
-        const int err = errno;
-        last_error_ = fmt::format("fdatasync {}: {}", d.path, std::strerror(err));
-        // Not durable, not acknowledged: cut it back so the active's re-send lands at the
-        // offset it expects.
-        if (::ftruncate(d.fd.get(), static_cast<off_t>(d.batch_start)) != 0)
-            log::warn("sync", "truncate after failed fdatasync path={}", d.path);
-        failed.push_back(d.path);
-    }
-    dirty_appends_.clear();
-    return failed;
-}
-
-std::size_t Applier::sync_dirs() {
-    std::size_t failed = 0;
-    for (auto& d : dirty_) {
-        if (::fsync(d.fd.get()) != 0) ++failed;
-    }
-    dirty_.clear();
-    return failed;
-}
-
-void Applier::abort() {
-    if (out_ && cur_.type == FrameType::Append && pending_ == AckStatus::Ok) {
-        if (::ftruncate(out_.get(), static_cast<off_t>(cur_.offset)) != 0) {
-            log::warn("sync", "truncate after aborted append path={} err={}", cur_path_,
-                      std::strerror(errno));
-        }
-    }
-    discard();
-    pending_ = AckStatus::Ok;
-}
-
 AckStatus Applier::end() {
     if (pending_ != AckStatus::Ok) {
         discard();
         return pending_;
     }
     const bool append = cur_.type == FrameType::Append;
-    if (!out_) return fail_with(AckStatus::IoError, "no transfer in progress");
+    const int fd = append ? (append_out_ ? append_out_->get() : -1) : out_.get();
+    if (fd < 0) return fail_with(AckStatus::IoError, "no transfer in progress");
     if (hasher_->finish() != cur_.checksum) {
-        if (append && ::ftruncate(out_.get(), static_cast<off_t>(cur_.offset)) != 0) {
+        if (append && ::ftruncate(fd, static_cast<off_t>(cur_.offset)) != 0) {
             log::warn("sync", "truncate after bad append path={} err={}", cur_path_,
                       std::strerror(errno));
         }
@@ -275,61 +230,69 @@ AckStatus Applier::end() {
                                {static_cast<time_t>(cur_.mtime_ns / 1'000'000'000),
                                 static_cast<long>(cur_.mtime_ns % 1'000'000'000)}};
     if (!append) {
-        if (::fchmod(out_.get(), cur_.file_mode) != 0) {
+        if (::fchmod(fd, cur_.file_mode) != 0) {
             const int err = errno;
             discard();
             return fail_with(status_for_errno(err),
                              fmt::format("chmod {}: {}", cur_path_, std::strerror(err)));
         }
-    }
-    ::futimens(out_.get(), times);
-    if (!append && group_commit_) {
+        ::futimens(fd, times);
         pending_bytes_ += cur_.length;
-        deferred_.push_back(Pending{std::move(dir_), tmp_name_, leaf_, cur_path_,
-                                    roots_[cur_.root].mode == Mode::Sqlite});
+        files_.push_back(CommitJob::File{cur_.seq, cur_.root, std::move(dir_), tmp_name_, leaf_,
+                                         cur_path_, roots_[cur_.root].mode == Mode::Sqlite,
+                                         cur_.mtime_ns});
         tmp_name_.clear();
         out_.reset();
+        // The next append to this name must open the file installed by this one.
+        targets_.erase(cache_key(cur_.root, cur_path_));
         return AckStatus::Ok;
     }
-    if (append && group_commit_) {
-        struct stat st {};
-        if (::fstat(out_.get(), &st) == 0) {
-            const bool known = std::any_of(
-                dirty_appends_.begin(), dirty_appends_.end(),
-                [&](const DirtyAppend& d) { return d.dev == st.st_dev && d.ino == st.st_ino; });
-            if (!known)
-                dirty_appends_.push_back(
-                    DirtyAppend{std::move(out_), st.st_dev, st.st_ino, cur_.offset, cur_path_});
-            out_.reset();
-            dir_.reset();
-            return AckStatus::Ok;
-        }
+    // The mtime is set once per group, by the committer, with the newest one.
+    std::size_t i = 0;
+    while (i < append_ids_.size() &&
+           (append_ids_[i].dev != append_id_.dev || append_ids_[i].ino != append_id_.ino))
+        ++i;
+    if (i == append_ids_.size()) {
+        append_ids_.push_back(append_id_);
+        appends_.push_back(CommitJob::Append{append_out_, cur_.offset, cur_path_});
     }
-    if ((append ? ::fdatasync(out_.get()) : ::fsync(out_.get())) != 0) {
-        const int err = errno;
-        if (append && ::ftruncate(out_.get(), static_cast<off_t>(cur_.offset)) != 0) {
-            log::warn("sync", "truncate after failed fsync path={}", cur_path_);
-        }
-        discard();
-        return fail_with(status_for_errno(err),
-                         fmt::format("fsync {}: {}", cur_path_, std::strerror(err)));
-    }
-    if (!append) {
-        const AckStatus st =
-            install(dir_, tmp_name_, leaf_, roots_[cur_.root].mode == Mode::Sqlite, cur_path_);
-        if (st != AckStatus::Ok) {
-            discard();
-            return st;
-        }
-        tmp_name_.clear();
-        mark_dirty(std::move(dir_));
-    }
-    out_.reset();
-    dir_.reset();
+    appends_[i].mtime_ns = cur_.mtime_ns;
+    last_append_ = i;
+    append_out_.reset();
     return AckStatus::Ok;
 }
 
-AckStatus Applier::apply_delete(std::uint8_t root, std::string_view path) {
+void Applier::abort() {
+    if (append_out_ && cur_.type == FrameType::Append && pending_ == AckStatus::Ok) {
+        if (::ftruncate(append_out_->get(), static_cast<off_t>(cur_.offset)) != 0) {
+            log::warn("sync", "truncate after aborted append path={} err={}", cur_path_,
+                      std::strerror(errno));
+        }
+    }
+    discard();
+    pending_ = AckStatus::Ok;
+}
+
+std::vector<CommitJob::File> Applier::take_files() {
+    pending_bytes_ = 0;
+    return std::exchange(files_, {});
+}
+
+std::vector<CommitJob::Append> Applier::take_appends() {
+    append_ids_.clear();
+    return std::exchange(appends_, {});
+}
+
+void Applier::truncate_append(const CommitJob::Append& a) {
+    if (::ftruncate(a.fd->get(), static_cast<off_t>(a.batch_start)) != 0)
+        log::warn("sync", "truncate after failed fdatasync path={} err={}", a.path,
+                  std::strerror(errno));
+    targets_.clear();
+}
+
+AckStatus Applier::apply_delete(std::uint8_t root, std::string_view path,
+                                std::vector<SharedFd>& dirs) {
+    forget_caches();
     std::string leaf;
     auto dir = open_parent(roots_[root].fd, path, false, leaf);
     if (!dir) {
@@ -340,11 +303,20 @@ AckStatus Applier::apply_delete(std::uint8_t root, std::string_view path) {
     if (auto st = remove_at(*dir, leaf); !st)
         return fail_with(status_for(st.error()),
                          st.error().wrap(fmt::format("delete {}", path)).message());
-    ::fsync(dir->get());
+    if (roots_[root].mode == Mode::Sqlite) {
+        // A database goes with its side files (the replica's WAL persists, see replica.hpp).
+        for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+            const std::string side = leaf + suffix;
+            ::unlinkat(dir->get(), side.c_str(), 0);
+        }
+    }
+    dirs.push_back(std::make_shared<const UniqueFd>(std::move(*dir)));
     return AckStatus::Ok;
 }
 
-AckStatus Applier::apply_rename(std::uint8_t root, std::string_view from, std::string_view to) {
+AckStatus Applier::apply_rename(std::uint8_t root, std::string_view from, std::string_view to,
+                                std::vector<SharedFd>& dirs) {
+    forget_caches();
     std::string from_leaf;
     std::string to_leaf;
     auto from_dir = open_parent(roots_[root].fd, from, false, from_leaf);
@@ -361,8 +333,8 @@ AckStatus Applier::apply_rename(std::uint8_t root, std::string_view from, std::s
         return fail_with(status_for_errno(err),
                          fmt::format("rename {} -> {}: {}", from, to, std::strerror(err)));
     }
-    ::fsync(to_dir->get());
-    if (from_dir->get() != to_dir->get()) ::fsync(from_dir->get());
+    dirs.push_back(std::make_shared<const UniqueFd>(std::move(*to_dir)));
+    dirs.push_back(std::make_shared<const UniqueFd>(std::move(*from_dir)));
     return AckStatus::Ok;
 }
 

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "sync/schedule.hpp"
+#include "sync/thread.hpp"
 #include "sync/worker.hpp"
 
 namespace ha::sync {
@@ -62,6 +64,8 @@ std::string_view to_string(SyncEvent::Kind k) {
             return "apply-failed";
         case K::Quarantined:
             return "quarantined";
+        case K::Restored:
+            return "restored";
     }
     return "?";
 }
@@ -90,22 +94,28 @@ Result<std::unique_ptr<Engine>> Engine::create(SyncConfig config) {
     e->event_fd_ = UniqueFd(efd);
     e->worker_ = std::make_unique<Worker>(*e);
     if (auto st = e->worker_->init(); !st) return unexpected(st.error());
-    e->thread_ = std::thread([w = e->worker_.get()] {
-        pthread_setname_np(pthread_self(), "ha-sync");
-        // sendfile() to a reset socket raises SIGPIPE in this thread; blocked, it returns EPIPE.
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &set, nullptr);
-        w->run();
-    });
+    // 1 MiB: the largest frames on it are the watcher's 64 KiB read buffer and SQLite's.
+    auto t = SmallThread::start(
+        "ha-sync",
+        [w = e->worker_.get()] {
+            // sendfile() to a reset socket raises SIGPIPE in this thread; blocked, it returns
+            // EPIPE.
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, SIGPIPE);
+            pthread_sigmask(SIG_BLOCK, &set, nullptr);
+            w->run();
+        },
+        std::size_t{1} << 20);
+    if (!t) return unexpected(t.error());
+    e->thread_ = std::move(*t);
     return e;
 }
 
 Engine::~Engine() {
-    if (thread_.joinable()) {
+    if (thread_) {
         push_command({Command::Kind::Stop, Role::Off, 0});
-        thread_.join();
+        thread_.reset();  // joins
     }
 }
 
@@ -131,7 +141,9 @@ SyncStatus Engine::status() const {
     SyncStatus s;
     s.connected = cells_.connected.load(r);
     s.role = static_cast<Role>(cells_.role.load(r));
+    s.as_of_ns = cells_.as_of_ns.load(std::memory_order_acquire);
     s.lag_bytes = cells_.lag_bytes.load(r);
+    s.unacked_changes = cells_.unacked.load(r);
     s.queued_changes = cells_.queued.load(r);
     s.oldest_unacked_ns = cells_.oldest_ns.load(r);
     s.bytes_sent = cells_.bytes_sent.load(r);
@@ -176,8 +188,9 @@ Status Engine::Worker::init() {
         HA_TRY_CTX(fd, open_root(r.path, true), "sync");
         root_fds_.push_back(std::move(fd));
     }
+    csum_key_ = std::make_shared<const ChecksumKey>(cfg_.key);
     peer_manifest_.resize(cfg_.roots.size());
-    scratch_.resize(256 * 1024);
+    scratch_.resize(std::size_t{256} << 10);
     return {};
 }
 
@@ -217,10 +230,10 @@ void Engine::Worker::arm(Slot s, unsigned mask) {
     st.armed = op;
 }
 
-void Engine::Worker::wait(std::chrono::milliseconds timeout) {
+void Engine::Worker::wait(std::chrono::nanoseconds timeout) {
     __kernel_timespec ts{};
-    ts.tv_sec = timeout.count() / 1000;
-    ts.tv_nsec = (timeout.count() % 1000) * 1'000'000;
+    ts.tv_sec = timeout.count() / 1'000'000'000;
+    ts.tv_nsec = timeout.count() % 1'000'000'000;
     io_uring_cqe* cqe = nullptr;
     const int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -243,12 +256,14 @@ void Engine::Worker::wait(std::chrono::milliseconds timeout) {
 }
 
 void Engine::Worker::emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files,
-                          std::uint64_t bytes) {
+                          std::uint64_t bytes, std::uint64_t duration_ms, bool initial) {
     SyncEvent ev;
     ev.kind = k;
     ev.wall_ms = wall_ms();
     ev.files = files;
     ev.bytes = bytes;
+    ev.duration_ms = duration_ms;
+    ev.initial = initial;
     const std::size_t n = std::min(detail.size(), ev.detail.size() - 1);
     std::memcpy(ev.detail.data(), detail.data(), n);
     if (!e_.events_.push(ev)) {
@@ -269,24 +284,26 @@ void Engine::Worker::run() {
             arm(kConnIn, POLLIN);
             if (want_write_) arm(kConnOut, POLLOUT);
         }
-        std::uint64_t wait_ns = 50'000'000;
-        if (append_commit_due_ns_ != 0) {
+        if (committer_) arm(kCommit, POLLIN);
+        std::uint64_t wait_ns = slots_[kConnIn].ready ? 0 : 50'000'000;
+        if (append_due_ns_ != 0) {
             const std::uint64_t t = mono_ns();
-            wait_ns = std::min(wait_ns, append_commit_due_ns_ > t ? append_commit_due_ns_ - t : 0);
+            wait_ns = std::min(wait_ns, append_due_ns_ > t ? append_due_ns_ - t : 0);
         }
-        if (!sqlite_recheck_ns_.empty()) {
+        if (!sqlite_watch_.empty()) {
             const std::uint64_t t = mono_ns();
-            for (const auto& [k, due] : sqlite_recheck_ns_)
+            for (const auto& [k, w] : sqlite_watch_) {
+                const std::uint64_t due = std::min(w.next_check_ns, w.deadline_ns);
                 wait_ns = std::min(wait_ns, due > t ? due - t : 0);
+            }
         }
-        wait(std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::nanoseconds(wait_ns)) +
-             std::chrono::milliseconds(wait_ns % 1'000'000 != 0 ? 1 : 0));
+        wait(std::chrono::nanoseconds(wait_ns));
         const std::uint64_t now = mono_ns();
         if (std::exchange(slots_[kCmd].ready, false)) handle_commands();
         if (stopping_) break;
         if (std::exchange(slots_[kWatch].ready, false)) on_watch_events();
         if (std::exchange(slots_[kListen].ready, false)) accept_conn();
+        if (std::exchange(slots_[kCommit].ready, false) && committer_) on_commit_done();
         if (std::exchange(slots_[kConnIn].ready, false)) read_conn();
         slots_[kConnOut].ready = false;
         timers(now);
@@ -294,8 +311,10 @@ void Engine::Worker::run() {
             if (role_ == Role::Active) {
                 pump();
             } else {
-                if (append_commit_due_ns_ != 0 && mono_ns() >= append_commit_due_ns_)
-                    commit_appends();
+                if (append_due_ns_ != 0 && mono_ns() >= append_due_ns_) {
+                    submit_open(false);
+                    send_ready_acks();
+                }
                 flush();
             }
         }
@@ -303,6 +322,8 @@ void Engine::Worker::run() {
     }
     set_slot_fd(kCmd, -1);
     conn_.reset();
+    flush_commits();
+    set_slot_fd(kCommit, -1);
     set_slot_fd(kConnIn, -1);
     set_slot_fd(kConnOut, -1);
     set_slot_fd(kWatch, -1);
@@ -349,11 +370,17 @@ void Engine::Worker::apply_role(Role r) {
     set_slot_fd(kWatch, -1);
     set_slot_fd(kListen, -1);
     listen_fd_.reset();
+    flush_commits();
+    set_slot_fd(kCommit, -1);
+    committer_.reset();
+    installing_.clear();
     applier_.reset();
     queue_.clear();
     writing_.clear();
-    sqlite_recheck_ns_.clear();
+    sqlite_watch_.clear();
+    sqlite_hdr_.clear();
     sqlite_sent_sum_.clear();
+    srcs_.clear();
     if (job_) fail_job("role change");
     role_ = r;
     e_.cells_.role.store(static_cast<std::uint8_t>(r), std::memory_order_relaxed);
@@ -372,14 +399,17 @@ void Engine::Worker::apply_role(Role r) {
         // Next daily full backup.
         next_backup_wall_s_ = 0;
     } else if (r == Role::Standby) {
-        auto a = Applier::create(cfg_.roots, cfg_.key);
-        if (!a) {
+        auto a = Applier::create(cfg_.roots, csum_key_);
+        auto c = Committer::create();
+        if (!a || !c) {
+            const std::string why = !a ? a.error().message() : c.error().message();
             ++errors_;
-            log::error("sync", "applier: {}", a.error().message());
-            emit(SyncEvent::Kind::ApplyFailed, a.error().message());
+            log::error("sync", "applier: {}", why);
+            emit(SyncEvent::Kind::ApplyFailed, why);
         } else {
             applier_.emplace(std::move(*a));
-            applier_->set_group_commit(true);
+            committer_ = std::move(*c);
+            set_slot_fd(kCommit, committer_->done_fd().get());
         }
         next_connect_ns_ = 0;
         backoff_ = std::chrono::milliseconds(0);
@@ -388,6 +418,14 @@ void Engine::Worker::apply_role(Role r) {
 
 void Engine::Worker::do_quarantine(std::uint64_t term) {
     if (conn_) drop_conn("quarantine");
+    // Nothing may still be renamed into the roots while their content moves away, and no replica
+    // may stay open on a moved database.
+    if (committer_) {
+        for (std::size_t i = 0; i < cfg_.roots.size(); ++i)
+            open_job().close_sqlite.emplace_back(static_cast<std::uint8_t>(i), "");
+    }
+    flush_commits();
+    if (applier_) applier_->forget_caches();
     const std::time_t t = std::time(nullptr);
     std::tm tm{};
     localtime_r(&t, &tm);
@@ -447,16 +485,29 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     const bool slow = full || now - last_publish_ns_ > 50'000'000;
     c.connected.store(conn_.has_value() && (role_ != Role::Active || streaming_), r);
     c.lag_bytes.store(outstanding_bytes_, r);
-    c.queued.store(queue_.size(), r);
+    c.unacked.store(outstanding_.size() - outstanding_pings_, r);
+    // A database written to whose commit is not snapshot yet is a queued change too, and so are
+    // watcher events not read yet: "drained" must not be claimed while a change that was made
+    // before this moment is still in the inotify queue (only looked at when nothing else is
+    // pending, to keep the syscall off the busy path).
+    std::size_t queued = queue_.size() + sqlite_watch_.size();
+    if (queued == 0 && outstanding_.size() == outstanding_pings_ && watcher_) {
+        int unread = 0;
+        if (::ioctl(watcher_->fd().get(), FIONREAD, &unread) == 0 && unread > 0) queued = 1;
+    }
+    c.queued.store(queued, r);
     c.bytes_sent.store(bytes_sent_, r);
     c.files_sent.store(files_sent_, r);
     c.bytes_applied.store(bytes_applied_, r);
     c.files_applied.store(files_applied_, r);
     c.errors.store(errors_, r);
     c.initial_done.store(initial_done_, r);
+    c.as_of_ns.store(mono_ns(), std::memory_order_release);  // after the cells it vouches for
     if (!slow) return;
     last_publish_ns_ = now;
     std::uint64_t oldest = queue_.oldest_ns();
+    for (const auto& [k, w] : sqlite_watch_)
+        oldest = oldest == 0 ? w.first_seen_ns : std::min(oldest, w.first_seen_ns);
     if (!outstanding_.empty()) {
         const auto o = outstanding_.front().first_seen_ns;
         oldest = oldest == 0 ? o : std::min(oldest, o);
@@ -502,21 +553,14 @@ void Engine::Worker::timers(std::uint64_t now) {
         }
     }
     if (role_ != Role::Active) return;
-    for (auto it = sqlite_recheck_ns_.begin(); it != sqlite_recheck_ns_.end();) {
-        if (now < it->second) {
-            ++it;
-            continue;
-        }
-        (void)queue_.push_sync(static_cast<std::uint8_t>(it->first[0]), it->first.substr(1), now,
-                               true);
-        it = sqlite_recheck_ns_.erase(it);
-    }
+    sqlite_timers(now);
     if (!listen_fd_ && now >= next_listen_try_ns_) listen_start();
     if (conn_ && streaming_ && now >= next_ping_ns_) {
         next_ping_ns_ = now + timeout_ns / 4;
         const std::uint64_t seq = next_seq_++;
         send_frame(FrameHeader{.type = FrameType::Ping, .seq = seq}, "");
         outstanding_.push_back({seq, 0, 0, 0, {}, FrameType::Ping, false});
+        ++outstanding_pings_;
     }
     if (conn_ && streaming_ && resync_due_ns_ != 0 && now >= resync_due_ns_ && !job_ &&
         awaiting_req_ == 0) {

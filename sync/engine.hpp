@@ -3,7 +3,9 @@
 // Threads and ownership:
 // - The Engine runs one worker thread ("ha-sync") that owns its own io_uring ring, the inotify
 //   watcher, the TCP connection, the listen socket and every file it reads or writes. All
-//   protocol work happens there; nothing the agent calls blocks on it.
+//   protocol work happens there; nothing the agent calls blocks on it. On the standby it has two
+//   helpers: the committer ("ha-sync-fs", committer.hpp) runs the blocking durability work in
+//   order, and a checkpointer ("ha-sync-ckpt", replica.hpp) keeps SQLite replicas' WALs short.
 // - The public methods below are called from ONE agent thread (the agent loop). set_role,
 //   request_full_sync and quarantine enqueue a command (Boost.Lockfree SPSC + eventfd) and return
 //   at once; they are applied in call order.
@@ -17,11 +19,14 @@
 // challenge-response (see wire.hpp); a peer that fails it is dropped with a logged reason.
 //
 // Active: watches the roots, coalesces changes per path, streams them (sendfile from the page
-// cache), answers the standby's manifest with only what differs, and runs the daily/on-demand
-// full backup. Standby: applies frames (temp file + fsync + rename), acks each one once it is
-// durable. Whole files are made durable in batches (one syncfs per received batch); appends are
-// visible at once and made durable with one fdatasync per file per window of a few ms, their
-// acks held until then (acks always leave in sequence order).
+// cache; payloads of at most 4 KiB go out from the buffer their checksum was read into, large
+// files are hashed while they are sent), answers the standby's manifest with only what differs,
+// and runs the daily/on-demand full backup. SQLite databases are copied by snapshot as soon as
+// the wal-index shows the commit. Standby: writes a whole file to a temp file and checks it; the
+// committer makes it durable (fsync, or one syncfs per batch) before renaming it into place. A
+// snapshot of a WAL database is applied to its replica through SQLite instead (replica.hpp).
+// Appends are visible at once and made durable with one fdatasync per file per 20 ms window.
+// Every change is acknowledged once durable; acks leave in sequence order.
 #pragma once
 
 #include <unistd.h>
@@ -32,7 +37,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <boost/lockfree/spsc_queue.hpp>
@@ -42,6 +46,7 @@
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
 #include "sync/fsutil.hpp"
+#include "sync/thread.hpp"
 
 namespace ha::sync {
 
@@ -76,10 +81,15 @@ struct FullBackupStatus {
 };
 
 struct SyncStatus {
+    // When the worker published these (monotonic ns). A caller that needs "drained" to cover a
+    // change it made (or a service it stopped) at time T waits for as_of_ns > T: every change
+    // made before T is then counted, as queued (inotify events not read yet included) or later.
+    std::uint64_t as_of_ns = 0;
     bool connected = false;
     Role role = Role::Off;
     std::uint64_t lag_bytes = 0;          // sent or being sent, not yet acknowledged
-    std::uint64_t queued_changes = 0;     // coalesced paths not yet sent
+    std::uint64_t unacked_changes = 0;    // frames sent, not yet acknowledged (deletes too)
+    std::uint64_t queued_changes = 0;     // coalesced paths (and uncopied commits) not yet sent
     std::uint64_t oldest_unacked_ns = 0;  // age of the oldest change not yet acknowledged
     std::uint64_t bytes_sent = 0, files_sent = 0;
     std::uint64_t bytes_applied = 0, files_applied = 0;  // standby side
@@ -88,7 +98,8 @@ struct SyncStatus {
     std::uint64_t errors = 0;
     // The force switch may proceed: connected, initial sync done, nothing queued or unacked.
     [[nodiscard]] bool drained() const {
-        return connected && initial_done && lag_bytes == 0 && queued_changes == 0;
+        return connected && initial_done && lag_bytes == 0 && unacked_changes == 0 &&
+               queued_changes == 0;
     }
 };
 
@@ -104,11 +115,14 @@ struct SyncEvent {
         ChecksumMismatch,  // a transfer did not match its checksum (discarded, re-sent)
         ApplyFailed,       // standby could not apply a change (I/O error)
         Quarantined,       // local roots moved aside (split-brain loser)
+        Restored,          // a condition reported before has cleared; detail names it
     };
     Kind kind = Kind::Connected;
     std::int64_t wall_ms = 0;
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
+    std::uint64_t duration_ms = 0;   // backups and initial syncs
+    bool initial = false;            // BackupSuccess/BackupFailed of a standby's initial sync
     std::array<char, 200> detail{};  // NUL-terminated
     [[nodiscard]] std::string_view text() const { return detail.data(); }
 };
@@ -161,15 +175,16 @@ class Engine {
     struct Cells {
         std::atomic<bool> connected{false}, initial_done{false}, fb_in_progress{false};
         std::atomic<std::uint8_t> role{0}, fb_last_result{0};
-        std::atomic<std::uint64_t> lag_bytes{0}, queued{0}, oldest_ns{0}, bytes_sent{0},
+        std::atomic<std::uint64_t> lag_bytes{0}, unacked{0}, queued{0}, oldest_ns{0}, bytes_sent{0},
             files_sent{0}, bytes_applied{0}, files_applied{0}, fb_files_done{0}, fb_files_total{0},
             fb_bytes_done{0}, fb_bytes_total{0}, fb_rate{0}, fb_eta{0}, errors{0},
             dropped_events{0};
         std::atomic<std::int64_t> fb_last_time{0};
+        std::atomic<std::uint64_t> as_of_ns{0};
     };
     Cells cells_;
     std::unique_ptr<Worker> worker_;
-    std::thread thread_;
+    std::unique_ptr<SmallThread> thread_;
     friend class Worker;
 };
 

@@ -180,15 +180,21 @@ void Engine::Worker::drop_conn(std::string_view why) {
         }
         outstanding_.clear();
         outstanding_bytes_ = 0;
+        outstanding_pings_ = 0;
         sent_offset_.clear();
         sqlite_sent_sum_.clear();
         awaiting_req_ = 0;
         if (job_) fail_job(fmt::format("connection lost: {}", why));
     } else {
         if (applier_) {
+            // Whole files already received and checked are still installed; their acks, and any
+            // other, are dropped with the connection (the next one starts with a manifest).
             applier_->abort();
-            commit_applied();
+            submit_open(true);
         }
+        acks_.clear();
+        trailer_of_.reset();
+        ++conn_gen_;
         next_connect_ns_ = mono_ns() + static_cast<std::uint64_t>(backoff_.count()) * 1'000'000;
     }
 }
@@ -197,7 +203,7 @@ void Engine::Worker::send_frame(const FrameHeader& h, std::string_view path,
                                 std::string_view inline_payload) {
     if (!conn_) return;
     auto& c = *conn_;
-    auto& buf = c.src_left > 0 || c.pad_left > 0 ? c.later : c.out;
+    auto& buf = c.src_left > 0 || c.pad_left > 0 || c.src_sum ? c.later : c.out;
     encode_frame(c.session, h, path, buf);
     buf.insert(buf.end(), inline_payload.begin(), inline_payload.end());
 }
@@ -216,8 +222,10 @@ bool Engine::Worker::flush() {
     };
     for (;;) {
         while (c.out_off < c.out.size()) {
+            // A header with its payload right behind: one segment, not two.
+            const int more = c.src_left > 0 ? MSG_MORE : 0;
             const ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off,
-                                     MSG_NOSIGNAL | MSG_DONTWAIT);
+                                     MSG_NOSIGNAL | MSG_DONTWAIT | more);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return blocked();
@@ -228,16 +236,36 @@ bool Engine::Worker::flush() {
         c.out.clear();
         c.out_off = 0;
         while (c.src_left > 0) {
-            off_t off = static_cast<off_t>(c.src_off);
-            const std::size_t chunk =
+            std::size_t chunk =
                 static_cast<std::size_t>(std::min<std::uint64_t>(c.src_left, 4u << 20));
-            const ssize_t n = ::sendfile(c.fd.get(), c.src.get(), &off, chunk);
+            if (c.src_sum) {
+                if (c.hashed_to <= c.src_off) {
+                    // Hash the next chunk just before it goes out (page cache, read twice while
+                    // hot); the trailer carries the result.
+                    const std::size_t want = static_cast<std::size_t>(
+                        std::min<std::uint64_t>(c.src_left, scratch_.size()));
+                    const ssize_t r =
+                        ::pread(c.src->get(), scratch_.data(), want, static_cast<off_t>(c.src_off));
+                    if (r <= 0) {
+                        c.src_failed = true;
+                        c.pad_left += c.src_left;
+                        c.src_left = 0;
+                        break;
+                    }
+                    c.src_sum->update(scratch_.data(), static_cast<std::size_t>(r));
+                    c.hashed_to = c.src_off + static_cast<std::uint64_t>(r);
+                }
+                chunk = static_cast<std::size_t>(c.hashed_to - c.src_off);
+            }
+            off_t off = static_cast<off_t>(c.src_off);
+            const ssize_t n = ::sendfile(c.fd.get(), c.src->get(), &off, chunk);
             if (n < 0) {
                 if (errno == EINTR) continue;
                 if (errno == EAGAIN) return blocked();
                 if (errno == EPIPE || errno == ECONNRESET || errno == ETIMEDOUT)
                     return broken("sendfile");
                 // A read error on the source: finish the frame with zeros; the checksum fails it.
+                c.src_failed = true;
                 c.pad_left += c.src_left;
                 c.src_left = 0;
                 break;
@@ -245,6 +273,7 @@ bool Engine::Worker::flush() {
             if (n == 0) {
                 // The file shrank while we sent it: keep the framing, the checksum rejects the
                 // copy.
+                c.src_failed = true;
                 c.pad_left += c.src_left;
                 c.src_left = 0;
                 break;
@@ -253,7 +282,6 @@ bool Engine::Worker::flush() {
             c.src_left -= static_cast<std::uint64_t>(n);
             bytes_sent_ += static_cast<std::uint64_t>(n);
         }
-        c.src.reset();
         while (c.pad_left > 0) {
             const std::size_t len =
                 static_cast<std::size_t>(std::min<std::uint64_t>(c.pad_left, zeros.size()));
@@ -265,6 +293,12 @@ bool Engine::Worker::flush() {
             }
             c.pad_left -= static_cast<std::uint64_t>(n);
         }
+        if (c.src_sum) {
+            send_trailer();  // into c.out, ahead of anything queued behind the payload
+            if (!conn_) return false;
+            continue;
+        }
+        c.src.reset();
         if (c.later.empty()) break;
         c.out.swap(c.later);
         c.later.clear();
@@ -274,55 +308,40 @@ bool Engine::Worker::flush() {
     return true;
 }
 
+void Engine::Worker::send_trailer() {
+    auto& c = *conn_;
+    const auto& t = c.trailer;
+    const bool keep =
+        !c.src_failed &&
+        (!t.check_writer || unchanged_since(t.root, t.path, c.src->get(), t.size, t.mtime_ns));
+    const std::uint64_t sum = c.src_sum->finish();
+    c.src_sum.reset();
+    c.src.reset();
+    if (!keep && t.check_writer) {
+        for (auto it = outstanding_.rbegin(); it != outstanding_.rend(); ++it) {
+            if (it->seq == t.seq) {
+                it->abandoned = true;
+                break;
+            }
+        }
+    }
+    encode_frame(c.session,
+                 FrameHeader{.type = FrameType::Checksum,
+                             .seq = t.seq,
+                             .checksum = sum,
+                             .aux = keep ? 0 : kChecksumAbandon},
+                 "", c.out);
+}
+
 void Engine::Worker::read_conn() {
-    read_batch();
-    commit_applied(false);
-}
-
-void Engine::Worker::commit_appends() {
-    append_commit_due_ns_ = 0;
-    if (!applier_) return;
-    const auto failed = applier_->sync_appends();
-    if (!failed.empty()) {
-        errors_ += failed.size();
-        log::error("sync", "could not make {} appended files durable: {}", failed.size(),
-                   applier_->last_error());
-        emit(SyncEvent::Kind::ApplyFailed, applier_->last_error(), failed.size());
-    }
-    auto held = std::move(held_acks_);
-    held_acks_.clear();
-    for (const auto& a : held) {
-        const bool bad = std::find(failed.begin(), failed.end(), a.path) != failed.end();
-        ack(a.seq, bad ? AckStatus::IoError : AckStatus::Ok);
-    }
-}
-
-void Engine::Worker::commit_applied(bool force) {
-    if (!applier_) return;
-    // Appends first: they were received before anything that forces this commit.
-    constexpr std::size_t kMaxHeldAcks = 256;
-    if (force || held_acks_.size() >= kMaxHeldAcks ||
-        (append_commit_due_ns_ != 0 && mono_ns() >= append_commit_due_ns_))
-        commit_appends();
-    // Before the acks queued in this batch leave: deferred files durable and in place, their
-    // directories fsynced.
-    if (const std::size_t failed = applier_->commit(); failed > 0) {
-        errors_ += failed;
-        log::error("sync", "could not install {} received files: {}", failed,
-                   applier_->last_error());
-        emit(SyncEvent::Kind::ApplyFailed, applier_->last_error(), failed);
-        // They were acked as applied: have the active compare everything again.
-        if (conn_) send_frame(FrameHeader{.type = FrameType::FullRequest}, "");
-    }
-    if (applier_->sync_dirs() > 0) ++errors_;
-}
-
-void Engine::Worker::read_batch() {
-    while (conn_) {
+    // Bounded per call, so acks, pings and timers keep moving while a full sync streams in.
+    constexpr std::size_t kReadBudget = 8u << 20;
+    std::size_t got = 0;
+    while (conn_ && got < kReadBudget) {
         const ssize_t n = ::recv(conn_->fd.get(), scratch_.data(), scratch_.size(), MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno == EAGAIN) return;
+            if (errno == EAGAIN) break;
             drop_conn(fmt::format("recv: {}", std::strerror(errno)));
             return;
         }
@@ -330,6 +349,7 @@ void Engine::Worker::read_batch() {
             drop_conn("peer closed the connection");
             return;
         }
+        got += static_cast<std::size_t>(n);
         conn_->last_rx_ns = mono_ns();
         auto st =
             conn_->reader->feed(std::span(scratch_.data(), static_cast<std::size_t>(n)), *this);
@@ -341,6 +361,13 @@ void Engine::Worker::read_batch() {
             drop_conn(why);
             return;
         }
+        // A short read drained the socket; the re-armed poll reports anything that comes next.
+        if (static_cast<std::size_t>(n) < scratch_.size()) break;
+    }
+    if (got >= kReadBudget) slots_[kConnIn].ready = true;  // more may be waiting: come back
+    if (role_ == Role::Standby) {
+        submit_open(false);
+        send_ready_acks();
     }
 }
 

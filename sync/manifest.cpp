@@ -2,9 +2,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "common/log.hpp"
 #include "sync/wire.hpp"
@@ -17,17 +19,30 @@ std::int64_t mtime_of(const struct stat& st) {
     return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
-Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const Key& key) {
-    if (size == 0) return payload_checksum(key, nullptr, 0);
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) return last_errno("mmap");
-    const auto sum = payload_checksum(key, m, size);
-    ::munmap(m, size);
-    return sum;
+// Reads through a buffer, not a mapping: a file the PBX truncates while it is being read would
+// turn an access to the mapping into SIGBUS, and that would take the agent down.
+Result<std::uint64_t> checksum_fd(int fd, std::uint64_t size, const ChecksumKey& key) {
+    PayloadChecksum sum(key);
+    std::vector<std::uint8_t> buf(std::min<std::uint64_t>(size, std::uint64_t{256} << 10));
+    std::uint64_t done = 0;
+    while (done < size) {
+        const ssize_t n =
+            ::pread(fd, buf.data(),
+                    static_cast<std::size_t>(std::min<std::uint64_t>(size - done, buf.size())),
+                    static_cast<off_t>(done));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return last_errno("pread");
+        }
+        if (n == 0) break;  // shrank meanwhile: the sum will not match, the file is sent again
+        sum.update(buf.data(), static_cast<std::size_t>(n));
+        done += static_cast<std::uint64_t>(n);
+    }
+    return sum.finish();
 }
 
 Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_checksums,
-                const Key& key, Manifest& out, int depth) {
+                const ChecksumKey& key, Manifest& out, int depth) {
     if (depth > 64) return fail(fmt::format("scan {}: too deep", prefix));
     DIR* d = ::fdopendir(::dup(dirfd));
     if (d == nullptr) return last_errno(fmt::format("opendir {}", prefix));
@@ -41,7 +56,9 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
     }
     ::closedir(d);
     for (const auto& [name, type] : names) {
-        const std::string rel = prefix.empty() ? name : prefix + "/" + name;
+        std::string rel = prefix;
+        if (!rel.empty()) rel += '/';
+        rel += name;
         struct stat st {};
         if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue;  // raced delete
@@ -56,6 +73,8 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
         }
         if (!S_ISREG(st.st_mode)) continue;
         if (mode == Mode::Sqlite && is_sqlite_side_file(rel)) {
+            // Readers write the -shm (read marks) without changing the database: not a version.
+            if (rel.ends_with("-shm")) continue;
             auto& db = out[sqlite_db_of(rel)];
             db.mtime_ns = std::max(db.mtime_ns, mtime_of(st));
             continue;
@@ -77,7 +96,8 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
 
 }  // namespace
 
-Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums, const Key& key) {
+Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums,
+                           const ChecksumKey& key) {
     Manifest m;
     if (auto st = scan_dir(root.get(), "", mode, with_checksums, key, m, 0); !st)
         return unexpected(st.error());

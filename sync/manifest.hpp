@@ -12,6 +12,7 @@
 #include "common/keyfile.hpp"
 #include "common/result.hpp"
 #include "common/unique_fd.hpp"
+#include "sync/checksum.hpp"
 #include "sync/fsutil.hpp"
 
 namespace ha::sync {
@@ -26,9 +27,10 @@ struct ManifestEntry {
 using Manifest = std::map<std::string, ManifestEntry>;  // root-relative path -> entry
 
 // Regular files only; symlinks and our temp files are skipped. In sqlite mode the side files
-// (-wal, -shm, -journal) are folded into their database: its mtime is the newest of the set,
-// which is what the standby's copy carries after a snapshot.
-Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums, const Key& key);
+// (-wal, -journal) are folded into their database: its mtime is the newest of the set, which is
+// what the standby's copy carries after a snapshot; the -shm (readers write it) is ignored.
+Result<Manifest> scan_root(const UniqueFd& root, Mode mode, bool with_checksums,
+                           const ChecksumKey& key);
 
 struct DiffItem {
     enum class Action : std::uint8_t { SendWhole, SendAppend, Delete };

@@ -1,11 +1,11 @@
 #include "sync/snapshot.hpp"
 
-#include <fcntl.h>
 #include <sqlite3.h>
-#include <sys/random.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#include "common/atomic_file.hpp"
+#include <cstring>
+
 #include "common/log.hpp"
 
 namespace ha::sync {
@@ -19,19 +19,19 @@ struct Db {
 };
 }  // namespace
 
-Result<UniqueFd> sqlite_snapshot(const std::string& db_path, const std::string& tmp_dir,
-                                 int busy_ms) {
-    if (auto st = make_dirs(tmp_dir, 0700); !st) return unexpected(st.error().wrap("snapshot dir"));
-    std::uint64_t r = 0;
-    if (getrandom(&r, sizeof r, 0) != sizeof r) r = static_cast<std::uint64_t>(::getpid());
-    const std::string tmp = fmt::format("{}/snap-{:016x}.db", tmp_dir, r);
+bool sqlite_header_is_wal(const unsigned char* header, std::size_t len) {
+    static constexpr char kMagic[] = "SQLite format 3";  // with its NUL: 16 bytes
+    return len >= 20 && std::memcmp(header, kMagic, sizeof kMagic) == 0 && header[18] == 2 &&
+           header[19] == 2;
+}
+
+Result<UniqueFd> sqlite_snapshot(const std::string& db_path, int busy_ms) {
     Db src;
     Db dst;
     auto sqlite_fail = [&](sqlite3* h, const char* what) {
-        std::string msg =
-            fmt::format("sqlite {} {}: {}", what, db_path, h != nullptr ? sqlite3_errmsg(h) : "?");
-        ::unlink(tmp.c_str());
-        return fail(std::move(msg), std::errc::io_error);
+        return fail(
+            fmt::format("sqlite {} {}: {}", what, db_path, h != nullptr ? sqlite3_errmsg(h) : "?"),
+            std::errc::io_error);
     };
     if (sqlite3_open_v2(db_path.c_str(), &src.h, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
                         nullptr) != SQLITE_OK)
@@ -43,18 +43,13 @@ Result<UniqueFd> sqlite_snapshot(const std::string& db_path, const std::string& 
         src.h,
         [](void* ctx, int count) -> int {
             if (count >= *static_cast<int*>(ctx)) return 0;
-            sqlite3_sleep(0);
             ::usleep(200);
             return 1;
         },
         &max_tries);
-    if (sqlite3_open_v2(tmp.c_str(), &dst.h,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK)
-        return sqlite_fail(dst.h, "open snapshot");
-    // The snapshot is a private temp file made durable by the receiver: no journal, no fsyncs.
-    sqlite3_exec(dst.h, "PRAGMA synchronous=OFF; PRAGMA journal_mode=OFF", nullptr, nullptr,
-                 nullptr);
+    if (sqlite3_open_v2(":memory:", &dst.h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr) !=
+        SQLITE_OK)
+        return sqlite_fail(dst.h, "open memory copy");
     sqlite3_backup* b = sqlite3_backup_init(dst.h, "main", src.h, "main");
     if (b == nullptr) return sqlite_fail(dst.h, "backup_init");
     int rc = SQLITE_OK;
@@ -66,20 +61,34 @@ Result<UniqueFd> sqlite_snapshot(const std::string& db_path, const std::string& 
     }
     sqlite3_backup_finish(b);
     if (rc != SQLITE_DONE) {
-        ::unlink(tmp.c_str());
         // NOTADB: a plain file in a sqlite root; the caller sends it as a file.
         return fail(fmt::format("sqlite backup {}: {}", db_path, sqlite3_errstr(rc)),
                     rc == SQLITE_NOTADB ? std::errc::invalid_argument : std::errc::io_error);
     }
-    if (sqlite3_exec(dst.h, "PRAGMA journal_mode=DELETE", nullptr, nullptr, nullptr) != SQLITE_OK)
-        return sqlite_fail(dst.h, "journal_mode");
-    sqlite3_close_v2(dst.h);
-    dst.h = nullptr;
-    const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    if (fd < 0) return errno_error(err, fmt::format("open snapshot {}", tmp));
-    return UniqueFd(fd);
+    // The pages as they are, page 1 included: its file format bytes still say WAL for a WAL
+    // database (an in-memory copy cannot be in WAL mode itself, but its image can).
+    sqlite3_int64 size = 0;
+    unsigned char* image = sqlite3_serialize(dst.h, "main", &size, 0);
+    if (image == nullptr && size != 0) return sqlite_fail(dst.h, "serialize");
+    const int fd = ::memfd_create("ha-sync-snapshot", MFD_CLOEXEC);
+    if (fd < 0) {
+        sqlite3_free(image);
+        return last_errno("memfd_create");
+    }
+    UniqueFd out(fd);
+    std::size_t done = 0;
+    while (done < static_cast<std::size_t>(size)) {
+        const ssize_t n = ::write(fd, image + done, static_cast<std::size_t>(size) - done);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            const int err = errno;
+            sqlite3_free(image);
+            return errno_error(err, "write snapshot");
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    sqlite3_free(image);
+    return out;
 }
 
 }  // namespace ha::sync

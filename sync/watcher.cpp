@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -82,13 +83,16 @@ Status Watcher::read(std::vector<WatchEvent>& out) {
         if (from) out.push_back({WatchEvent::Kind::Removed, from->root, from->path, {}});
         from.reset();
     };
-    for (;;) {
+    for (bool more = true; more;) {
         const ssize_t n = ::read(fd_.get(), buf, sizeof buf);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) break;
             return last_errno("read inotify");
         }
+        // A read that left room for another full event took everything queued: no second read
+        // just to see EAGAIN (the engine's poll is re-armed and reports what comes next).
+        more = static_cast<std::size_t>(n) + sizeof(inotify_event) + NAME_MAX + 1 > sizeof buf;
         for (ssize_t off = 0; off < n;) {
             const auto* ev = reinterpret_cast<const inotify_event*>(buf + off);
             off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);

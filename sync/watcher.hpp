@@ -40,7 +40,7 @@ class Watcher {
 
   private:
     struct Dir {
-        std::uint8_t root;
+        std::uint8_t root = 0;
         std::string rel;  // "" for the root itself
     };
     Watcher(UniqueFd fd, std::vector<Root> roots) : fd_(std::move(fd)), roots_(std::move(roots)) {}

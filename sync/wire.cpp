@@ -33,14 +33,10 @@ std::uint64_t get_u64(const std::uint8_t* p) {
     for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
     return v;
 }
-std::uint64_t rotl(std::uint64_t x, int b) {
-    return (x << b) | (x >> (64 - b));
-}
-
 constexpr std::size_t kMacOffset = kHeaderSize - 8;
 
 bool known_type(std::uint8_t t) {
-    return t >= 1 && t <= 11;
+    return t >= 1 && t <= 12;
 }
 
 std::uint64_t handshake_mac(const Key& key, std::string_view label, const Nonce& nc,
@@ -79,6 +75,8 @@ std::string_view to_string(FrameType t) {
             return "full-request";
         case FrameType::Ping:
             return "ping";
+        case FrameType::Checksum:
+            return "checksum";
     }
     return "?";
 }
@@ -101,72 +99,6 @@ std::string_view to_string(AckStatus s) {
     return "?";
 }
 
-PayloadHasher::PayloadHasher(const Key& key)
-    : v0_(0x736f6d6570736575ULL ^ key.k0),
-      v1_(0x646f72616e646f6dULL ^ key.k1),
-      v2_(0x6c7967656e657261ULL ^ key.k0),
-      v3_(0x7465646279746573ULL ^ key.k1) {}
-
-void PayloadHasher::compress(std::uint64_t m) {
-    v3_ ^= m;
-    for (int i = 0; i < 2; ++i) {
-        v0_ += v1_;
-        v1_ = rotl(v1_, 13);
-        v1_ ^= v0_;
-        v0_ = rotl(v0_, 32);
-        v2_ += v3_;
-        v3_ = rotl(v3_, 16);
-        v3_ ^= v2_;
-        v0_ += v3_;
-        v3_ = rotl(v3_, 21);
-        v3_ ^= v0_;
-        v2_ += v1_;
-        v1_ = rotl(v1_, 17);
-        v1_ ^= v2_;
-        v2_ = rotl(v2_, 32);
-    }
-    v0_ ^= m;
-}
-
-void PayloadHasher::update(const void* data, std::size_t len) {
-    const auto* p = static_cast<const std::uint8_t*>(data);
-    total_ += len;
-    if (tail_len_ > 0) {
-        while (len > 0 && tail_len_ < 8) {
-            tail_[tail_len_++] = *p++;
-            --len;
-        }
-        if (tail_len_ < 8) return;
-        compress(get_u64(tail_.data()));
-        tail_len_ = 0;
-    }
-    while (len >= 8) {
-        compress(get_u64(p));
-        p += 8;
-        len -= 8;
-    }
-    std::memcpy(tail_.data(), p, len);
-    tail_len_ = len;
-}
-
-std::uint64_t PayloadHasher::finish() const {
-    PayloadHasher s = *this;
-    std::uint64_t b = total_ << 56;
-    for (std::size_t i = 0; i < s.tail_len_; ++i)
-        b |= static_cast<std::uint64_t>(s.tail_[i]) << (8 * i);
-    s.compress(b);
-    s.v2_ ^= 0xff;
-    // Four finalisation rounds = two double-round compress() calls with a zero message.
-    for (int r = 0; r < 2; ++r) s.compress(0);
-    return s.v0_ ^ s.v1_ ^ s.v2_ ^ s.v3_;
-}
-
-std::uint64_t payload_checksum(const Key& key, const void* data, std::size_t len) {
-    PayloadHasher h(key);
-    h.update(data, len);
-    return h.finish();
-}
-
 void encode_frame(const Key& session, const FrameHeader& h, std::string_view path,
                   std::vector<std::uint8_t>& out) {
     const std::size_t base = out.size();
@@ -184,7 +116,7 @@ void encode_frame(const Key& session, const FrameHeader& h, std::string_view pat
     put_u64(p + 44, h.checksum);
     put_u64(p + 52, h.aux);
     std::memcpy(p + kHeaderSize, path.data(), path.size());
-    PayloadHasher mac(session);
+    SipHashStream mac(session);
     mac.update(p, kMacOffset);
     mac.update(path.data(), path.size());
     put_u64(p + kMacOffset, mac.finish());
@@ -219,6 +151,8 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t> b, std::uint8_t 
         case FrameType::File:
             needs_path = true;
             max_len = kMaxFileSize;
+            if ((h.aux & ~kFileTrailer) != 0)
+                return fail(fmt::format("file frame: flags {:#x}", h.aux));
             break;
         case FrameType::Append:
             needs_path = true;
@@ -239,6 +173,11 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t> b, std::uint8_t 
             if (h.aux > static_cast<std::uint64_t>(AckStatus::Refused))
                 return fail(fmt::format("ack frame: status {}", h.aux));
             break;
+        case FrameType::Checksum:
+            if ((h.aux & ~kChecksumAbandon) != 0)
+                return fail(fmt::format("checksum frame: flags {:#x}", h.aux));
+            if (h.path_len != 0) return fail("checksum frame: has a path");
+            break;
         case FrameType::ManifestEnd:
         case FrameType::ManifestRequest:
         case FrameType::SyncDone:
@@ -253,7 +192,7 @@ Result<FrameHeader> decode_header(std::span<const std::uint8_t> b, std::uint8_t 
 
 Status verify_frame_mac(const Key& session, std::span<const std::uint8_t> header,
                         std::string_view path) {
-    PayloadHasher mac(session);
+    SipHashStream mac(session);
     mac.update(header.data(), kMacOffset);
     mac.update(path.data(), path.size());
     if (mac.finish() != get_u64(header.data() + kMacOffset)) return fail("frame header: bad MAC");

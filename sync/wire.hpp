@@ -11,8 +11,13 @@
 //
 // Frame: a 68-byte header, then path_len bytes of root-relative path, then `length` payload
 // bytes. hdr_mac = SipHash(session_key, header[0..60) path) catches corruption and forgery of
-// the header; the payload carries its own checksum: SipHash-2-4 keyed with the shared key over
-// the payload bytes (`checksum`), verified by the receiver before anything is renamed into place.
+// the header; the payload carries its own keyed checksum (`checksum`, see checksum.hpp), verified
+// by the receiver before anything is renamed into place. Version 2 changed that checksum (version
+// 1 was SipHash-2-4 over every payload byte) and added the checksum trailer: a large whole file is
+// sent with aux bit 0 set and no checksum in its header; a Checksum frame with the same seq follows
+// its payload at once. The sender hashes each chunk just before sending it, so hashing and the
+// transfer overlap, and it can still abandon the transfer (Checksum aux bit 0) when the file
+// changed while it was sent.
 #pragma once
 
 #include <array>
@@ -24,11 +29,13 @@
 
 #include "common/keyfile.hpp"
 #include "common/result.hpp"
+#include "sync/checksum.hpp"
+#include "sync/siphash_stream.hpp"
 
 namespace ha::sync {
 
 inline constexpr std::uint32_t kMagic = 0x31534148;  // "HAS1" little-endian
-inline constexpr std::uint32_t kProtoVersion = 1;
+inline constexpr std::uint32_t kProtoVersion = 2;
 inline constexpr std::size_t kHeaderSize = 68;
 inline constexpr std::size_t kMaxPath = 4096;
 inline constexpr std::size_t kMaxComponent = 255;
@@ -49,7 +56,10 @@ enum class FrameType : std::uint8_t {
     SyncDone = 9,         // A->S every difference of request `aux` has been sent before this
     FullRequest = 10,     // S->A please run a full backup now
     Ping = 11,            // A->S liveness; acked like data so lag math stays simple
+    Checksum = 12,        // A->S the trailer of the File frame `seq` (aux bit0: abandoned)
 };
+inline constexpr std::uint64_t kFileTrailer = 1;      // File aux: a Checksum frame follows
+inline constexpr std::uint64_t kChecksumAbandon = 1;  // Checksum aux: discard the file
 std::string_view to_string(FrameType t);
 
 enum class AckStatus : std::uint8_t {
@@ -75,22 +85,6 @@ struct FrameHeader {
     std::uint64_t aux = 0;
     friend bool operator==(const FrameHeader&, const FrameHeader&) = default;
 };
-
-// Incremental SipHash-2-4, identical to ha::siphash over the concatenated input (tested).
-class PayloadHasher {
-  public:
-    explicit PayloadHasher(const Key& key);
-    void update(const void* data, std::size_t len);
-    [[nodiscard]] std::uint64_t finish() const;
-
-  private:
-    void compress(std::uint64_t m);
-    std::uint64_t v0_, v1_, v2_, v3_;
-    std::array<std::uint8_t, 8> tail_{};
-    std::size_t tail_len_ = 0;
-    std::uint64_t total_ = 0;
-};
-std::uint64_t payload_checksum(const Key& key, const void* data, std::size_t len);
 
 // Appends header + path to `out`; the MAC is computed with `session`.
 void encode_frame(const Key& session, const FrameHeader& h, std::string_view path,

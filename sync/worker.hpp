@@ -3,6 +3,7 @@
 #pragma once
 
 #include <liburing.h>
+#include <sys/stat.h>
 
 #include <deque>
 #include <optional>
@@ -11,12 +12,41 @@
 
 #include "sync/apply.hpp"
 #include "sync/change_queue.hpp"
+#include "sync/committer.hpp"
 #include "sync/engine.hpp"
 #include "sync/manifest.hpp"
 #include "sync/watcher.hpp"
 #include "sync/wire.hpp"
 
 namespace ha::sync {
+
+// The sync connection's state (namespace scope: a nested aggregate with member initializers is
+// not default-constructible inside its enclosing class's definition for clang).
+struct SyncConn {
+    UniqueFd fd;
+    Key session;
+    std::optional<FrameReader> reader;
+    std::vector<std::uint8_t> out;
+    std::size_t out_off = 0;
+    // Frames queued while a payload is on the wire; they go out after it, never inside it.
+    std::vector<std::uint8_t> later;
+    SharedFd src;  // payload being moved by sendfile
+    std::uint64_t src_off = 0, src_left = 0, pad_left = 0;
+    // A payload whose checksum trails it (large whole files): each chunk is hashed just before
+    // it is sent, so hashing and the transfer overlap instead of taking turns.
+    std::optional<PayloadChecksum> src_sum;
+    std::uint64_t hashed_to = 0;  // file offset src_sum has read up to
+    bool src_failed = false;      // the file shrank or could not be read: padded, abandoned
+    struct Trailer {              // what the trailer of the payload in flight re-checks
+        std::uint64_t seq = 0;
+        std::uint8_t root = 0;
+        std::string path;
+        std::uint64_t size = 0;
+        std::int64_t mtime_ns = 0;
+        bool check_writer = false;
+    } trailer;
+    std::uint64_t last_rx_ns = 0;
+};
 
 class Engine::Worker final : public FrameSink {
   public:
@@ -34,7 +64,7 @@ class Engine::Worker final : public FrameSink {
 
   private:
     // --- io_uring poll plumbing ---
-    enum Slot : std::uint8_t { kCmd, kWatch, kListen, kConnIn, kConnOut, kSlotCount };
+    enum Slot : std::uint8_t { kCmd, kWatch, kListen, kConnIn, kConnOut, kCommit, kSlotCount };
     struct PollOp {  // one armed poll; user_data points here; freed at its completion
         Slot slot;
         std::uint64_t gen;
@@ -47,21 +77,10 @@ class Engine::Worker final : public FrameSink {
     };
     void set_slot_fd(Slot s, int fd);
     void arm(Slot s, unsigned mask);
-    void wait(std::chrono::milliseconds timeout);
+    void wait(std::chrono::nanoseconds timeout);
 
     // --- connection ---
-    struct Conn {
-        UniqueFd fd;
-        Key session;
-        std::optional<FrameReader> reader;
-        std::vector<std::uint8_t> out;
-        std::size_t out_off = 0;
-        // Frames queued while a payload is on the wire; they go out after it, never inside it.
-        std::vector<std::uint8_t> later;
-        UniqueFd src;  // payload being moved by sendfile
-        std::uint64_t src_off = 0, src_left = 0, pad_left = 0;
-        std::uint64_t last_rx_ns = 0;
-    };
+    using Conn = SyncConn;
     std::uint64_t roots_digest() const;
     Result<UniqueFd> connect_peer();
     Result<Key> handshake_server(const UniqueFd& fd);
@@ -69,10 +88,6 @@ class Engine::Worker final : public FrameSink {
     void adopt(UniqueFd fd, Key session);
     void drop_conn(std::string_view why);
     void read_conn();
-    void read_batch();
-    // force=false (end of a received batch): appends wait for their group-commit window.
-    void commit_applied(bool force = true);
-    void commit_appends();
     bool flush();  // true when nothing is left to write
     void send_frame(const FrameHeader& h, std::string_view path,
                     std::string_view inline_payload = {});
@@ -84,7 +99,7 @@ class Engine::Worker final : public FrameSink {
     void timers(std::uint64_t now);
     void publish(std::uint64_t now, bool full);
     void emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files = 0,
-              std::uint64_t bytes = 0);
+              std::uint64_t bytes = 0, std::uint64_t duration_ms = 0, bool initial = false);
 
     // --- active ---
     struct Outstanding {
@@ -95,6 +110,7 @@ class Engine::Worker final : public FrameSink {
         std::string path;
         FrameType type;
         bool in_job;
+        bool abandoned = false;  // its trailer told the standby to discard it
     };
     struct Job {
         std::uint64_t id = 0;  // 0 = join/resync, else a full backup request id
@@ -111,9 +127,16 @@ class Engine::Worker final : public FrameSink {
     void accept_conn();
     void pump();
     void prepare(const Change& c);
-    void emit_file(std::uint8_t root, const std::string& path, UniqueFd fd, std::uint64_t offset,
+    void emit_file(std::uint8_t root, const std::string& path, SharedFd fd, std::uint64_t offset,
                    std::uint64_t len, std::int64_t mtime_ns, std::uint32_t mode, FrameType type,
                    std::uint64_t first_seen, std::uint64_t file_size);
+    Result<SharedFd> open_source(std::uint8_t root, const std::string& path, bool keep,
+                                 struct stat& st);
+    // The file still is the version a transfer started from: no write seen, same size and mtime.
+    bool unchanged_since(std::uint8_t root, const std::string& path, int fd, std::uint64_t size,
+                         std::int64_t mtime_ns);
+    // The payload in flight is out: its trailer, or the abandon of a file that changed meanwhile.
+    void send_trailer();
     void job_skip(const std::string& k, bool failed, std::string_view why);
     void start_full_backup(std::string_view why);
     void schedule_resync();
@@ -126,8 +149,23 @@ class Engine::Worker final : public FrameSink {
 
     // --- standby ---
     void send_manifest(bool with_checksums, std::uint64_t req);
-    void ack(std::uint64_t seq, AckStatus s);
     void note_apply(AckStatus s, std::string_view path);
+    void finish_data_frame(const FrameHeader& h);  // a File/Append payload is in: check, queue
+    // Acks leave in sequence order: an ack whose change is not durable yet holds back the ones
+    // after it (the active checks the order).
+    void queue_ack(std::uint64_t seq, AckStatus s, bool ready, bool sync_done = false);
+    void set_ack(std::uint64_t seq, AckStatus s);
+    void send_ready_acks();
+    CommitJob& open_job();
+    // Hands what was applied since the last job to the committer: always when `force`, else only
+    // when it is idle (so work that arrives while a job runs is grouped into the next one).
+    void submit_open(bool force);
+    void on_commit_done();
+    void finish_commit(std::unique_ptr<CommitJob> job);
+    // Blocks until no file whose root+path satisfies `match` is still waiting to be installed.
+    template <typename Match>
+    void wait_installs(Match&& match);
+    void flush_commits();  // everything applied so far is durable and acknowledged-ready
 
     Engine& e_;
     const SyncConfig& cfg_;
@@ -136,6 +174,7 @@ class Engine::Worker final : public FrameSink {
     std::array<SlotState, kSlotCount> slots_{};
     bool stopping_ = false;
     Role role_ = Role::Off;
+    std::shared_ptr<const ChecksumKey> csum_key_;  // built once in init()
     std::vector<UniqueFd> root_fds_;
     std::optional<Conn> conn_;
     bool want_write_ = false;
@@ -148,15 +187,36 @@ class Engine::Worker final : public FrameSink {
     std::uint64_t next_listen_try_ns_ = 0;
     ChangeQueue queue_;
     std::unordered_map<std::string, std::uint64_t> sent_offset_;
-    std::unordered_set<std::string> writing_;
-    // sqlite: a -wal write is seen before the commit is visible to readers, so a snapshot taken
-    // at once can miss it. Each burst of writes gets one more snapshot a moment later; a snapshot
-    // identical to the last one sent is not sent again.
-    std::unordered_map<std::string, std::uint64_t> sqlite_recheck_ns_;
-    std::unordered_map<std::string, std::uint64_t>
-        sqlite_sent_sum_;  // file-mode paths written to since their last close
+    struct OpenSource {
+        SharedFd fd;
+        dev_t dev;
+        ino_t ino;
+    };
+    std::unordered_map<std::string, OpenSource> srcs_;  // append sources kept open (open_source)
+    bool noatime_ = true;  // cleared when O_NOATIME is refused (not owner, no CAP_FOWNER)
+    std::unordered_set<std::string> writing_;  // file-mode paths written to since their last close
+    // sqlite: a -wal write is seen before its commit is visible to readers (the commit ends with
+    // an update of the wal-index header in the -shm, a memory write inotify does not see). After
+    // a write the header is looked at every 150 us and the snapshot taken as soon as it
+    // moves; a snapshot is taken anyway `kSqliteSettleNs` after the last write (rollback-journal
+    // databases, or a header we cannot read). Until then the change counts as queued, so
+    // "drained" (and the force switch) waits for it. A snapshot identical to the last one sent is
+    // not sent again.
+    struct SqliteWatch {
+        std::uint64_t first_seen_ns = 0;
+        std::uint64_t next_check_ns = 0;
+        std::uint64_t deadline_ns = 0;
+    };
+    std::unordered_map<std::string, SqliteWatch> sqlite_watch_;       // root+db
+    std::unordered_map<std::string, std::string> sqlite_hdr_;         // header at the last snapshot
+    std::unordered_map<std::string, std::uint64_t> sqlite_sent_sum_;  // checksum of the last sent
+    void sqlite_changed(std::uint8_t root, const std::string& db, std::uint64_t now);
+    void sqlite_timers(std::uint64_t now);
+    // The wal-index header of `db` (48 bytes of its -shm), or "" when there is none to read.
+    std::string sqlite_wal_header(std::uint8_t root, const std::string& db);
     std::deque<Outstanding> outstanding_;
     std::uint64_t outstanding_bytes_ = 0;
+    std::size_t outstanding_pings_ = 0;  // keepalives among outstanding_ (not changes)
     std::uint64_t next_seq_ = 1;
     bool streaming_ = false;
     std::vector<Manifest> peer_manifest_;
@@ -175,22 +235,29 @@ class Engine::Worker final : public FrameSink {
 
     // standby
     std::optional<Applier> applier_;
+    std::unique_ptr<Committer> committer_;
+    std::unique_ptr<CommitJob> open_job_;
+    std::unordered_map<std::string, unsigned> installing_;  // root+path: checked, not yet renamed
+    struct PendingAck {
+        std::uint64_t seq;
+        AckStatus status;
+        bool ready;
+        bool sync_done;
+    };
+    std::deque<PendingAck> acks_;
+    std::uint64_t conn_gen_ = 0;  // bumped per connection: old jobs' acks are not sent on a new one
+    std::uint64_t append_due_ns_ = 0;  // when the appends of the open job go to the committer
     std::uint64_t next_connect_ns_ = 0;
     std::chrono::milliseconds backoff_{0};
     bool want_full_ = false;
-    FrameHeader rx_{};
+    FrameHeader frame_{};  // the frame being received
+    FrameHeader rx_{};     // the last frame other than a Checksum trailer, and its path
     std::string rx_path_;
+    std::optional<FrameHeader> trailer_of_;  // a File frame waiting for its Checksum frame
     std::string rx_payload_;
     unsigned rx_failures_ = 0;
     bool standby_disk_full_ = false;
     std::uint64_t bytes_applied_ = 0, files_applied_ = 0;
-    // Appends written but not yet durable, acked together when the window closes.
-    struct HeldAck {
-        std::uint64_t seq;
-        std::string path;
-    };
-    std::vector<HeldAck> held_acks_;
-    std::uint64_t append_commit_due_ns_ = 0;
 };
 
 }  // namespace ha::sync

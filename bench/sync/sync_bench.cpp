@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -50,6 +51,8 @@ struct Options {
     std::uint64_t tree_mib = 1024;
     bool full = true;
     bool lsyncd = true;
+    bool settle = true;
+    std::string workloads = "cdr,voicemail,sqlite";
     std::string out = "sync_bench.json";
     std::string base = "/var/tmp";
 };
@@ -81,6 +84,7 @@ double median(std::vector<double> v) {
 double mad(const std::vector<double>& v) {
     const double m = median(v);
     std::vector<double> dev;
+    dev.reserve(v.size());
     for (double x : v) dev.push_back(std::abs(x - m));
     return median(dev);
 }
@@ -102,12 +106,23 @@ std::string cpu_model() {
     }
     return "?";
 }
-// CPU seconds of this process's "ha-sync" threads (both engines).
-double sync_threads_cpu_s() {
-    double total = 0;
+// This process's engine threads (both engines): the "ha-sync" workers, their "ha-sync-fs"
+// committers, and any io_uring worker ("iou-wrk-*") they started.
+std::set<std::string> sync_threads() {
+    std::set<std::string> tids;
     for (const auto& e : fs::directory_iterator("/proc/self/task")) {
-        if (read_first_line(e.path().string() + "/comm") != "ha-sync") continue;
-        std::ifstream f(e.path().string() + "/stat");
+        const auto comm = read_first_line(e.path().string() + "/comm");
+        if (comm.starts_with("ha-sync") || comm.starts_with("iou-wrk"))
+            tids.insert(e.path().filename().string());
+    }
+    return tids;
+}
+// CPU seconds of the engine threads; with `only`, of those threads, without, of all of them.
+double sync_threads_cpu_s(const std::set<std::string>* only = nullptr) {
+    double total = 0;
+    for (const auto& tid : sync_threads()) {
+        if (only != nullptr && !only->contains(tid)) continue;
+        std::ifstream f("/proc/self/task/" + tid + "/stat");
         std::string stat((std::istreambuf_iterator<char>(f)), {});
         const auto rp = stat.rfind(')');
         std::istringstream in(stat.substr(rp + 2));
@@ -121,11 +136,13 @@ double sync_threads_cpu_s() {
 }
 
 // What a workload needs from a mirror under test: where the active writes, where the standby's
-// copy appears, how to wait until the mirror is idle, and the CPU seconds its machinery used.
+// copy appears, how to wait until the mirror is idle, and the CPU seconds its machinery used (all
+// of it, and the active's share).
 struct Mirror {
     std::function<std::string(const std::string&)> A, S;
     std::function<bool()> settle;
     std::function<double()> cpu_s;
+    std::function<double()> active_cpu_s;
 };
 
 // utime+stime (+ reaped children's) of one process, in seconds; 0 when it is gone.
@@ -151,6 +168,7 @@ class Proc {
         std::vector<std::string> full = {"ip", "netns", "exec", netns};
         full.insert(full.end(), argv.begin(), argv.end());
         std::vector<char*> args;
+        args.reserve(full.size() + 1);
         for (auto& a : full) args.push_back(a.data());
         args.push_back(nullptr);
         posix_spawn_file_actions_t fa;
@@ -241,16 +259,22 @@ class Pair {
         return c;
     }
     bool start_active() {
-        return ha::sync::test::in_namespaces(
-                   net_.a(), "", "",
-                   [&] {
-                       auto e = Engine::create(config("state-a", "198.18.7.2", "198.18.7.1"));
-                       if (e) {
-                           active_ = std::move(*e);
-                           active_->set_role(Role::Active);
-                       }
-                   }) == "" &&
-               active_ != nullptr;
+        const auto before = sync_threads();
+        const bool ok = ha::sync::test::in_namespaces(
+                            net_.a(), "", "",
+                            [&] {
+                                auto e =
+                                    Engine::create(config("state-a", "198.18.7.2", "198.18.7.1"));
+                                if (e) {
+                                    active_ = std::move(*e);
+                                    active_->set_role(Role::Active);
+                                }
+                            }) == "" &&
+                        active_ != nullptr;
+        for (const auto& t : sync_threads()) {
+            if (!before.contains(t)) active_tids_.insert(t);
+        }
+        return ok;
     }
     bool start_standby() {
         return ha::sync::test::in_namespaces(
@@ -265,13 +289,14 @@ class Pair {
                standby_ != nullptr;
     }
     bool wait_drained(std::chrono::seconds limit) {
+        // Only a status published after this call covers the changes made before it.
+        const std::uint64_t since = ha::mono_ns();
         const auto end = std::chrono::steady_clock::now() + limit;
         while (std::chrono::steady_clock::now() < end) {
             active_->drain_events([](const auto&) {});
             if (standby_) standby_->drain_events([](const auto&) {});
             const auto s = active_->status();
-            if (s.connected && s.initial_done && s.lag_bytes == 0 && s.queued_changes == 0)
-                return true;
+            if (s.as_of_ns > since && s.drained()) return true;
             std::this_thread::sleep_for(1ms);
         }
         return false;
@@ -279,7 +304,8 @@ class Pair {
     Mirror engines() {
         return Mirror{[this](const std::string& r) { return A(r); },
                       [this](const std::string& r) { return S(r); },
-                      [this] { return wait_drained(10s); }, [] { return sync_threads_cpu_s(); }};
+                      [this] { return wait_drained(10s); }, [] { return sync_threads_cpu_s(); },
+                      [this] { return sync_threads_cpu_s(&active_tids_); }};
     }
     const std::string& base() const { return base_; }
     const std::string& act_dir() const { return act_; }
@@ -291,6 +317,7 @@ class Pair {
     std::unique_ptr<Engine> active_, standby_;
 
   private:
+    std::set<std::string> active_tids_;
     const Options& opt_;
     ha::sync::test::NetnsPair net_;
     std::string base_, act_, stby_;
@@ -340,7 +367,8 @@ class LsyncdMirror {
     Mirror mirror() {
         return Mirror{[this](const std::string& r) { return p_.A(r); },
                       [this](const std::string& r) { return p_.S(r); }, [this] { return settle(); },
-                      [this] { return cpu_s(); }};
+                      [this] { return cpu_s(); },
+                      [this] { return proc_cpu_s(lsyncd_->pid(), true); }};
     }
 
   private:
@@ -370,7 +398,8 @@ void observe(const std::string& path, std::uint32_t mask, std::atomic<bool>& don
 
 struct LagResult {
     Dist lag;
-    double cpu_pct = 0;
+    double cpu_pct = 0;         // both sides
+    double active_cpu_pct = 0;  // the active's share of it
     std::size_t lost = 0;
     std::size_t bad = 0;  // observations of a copy that could not be read (torn, mixed)
 };
@@ -404,6 +433,7 @@ LagResult bench_cdr(Mirror& m, int seconds) {
                 });
     });
     const double cpu0 = m.cpu_s();
+    const double act0 = m.active_cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
     const int fd = ::open(m.A(rel).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     std::uint64_t size = 6;
@@ -424,12 +454,14 @@ LagResult bench_cdr(Mirror& m, int seconds) {
     while (next < static_cast<std::size_t>(n) && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     LagResult r;
     r.lost = static_cast<std::size_t>(n) - lags.size();
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -450,7 +482,7 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
             // Only a whole copy counts as arrived (a mirror may copy a file still being written).
             if (std::sscanf(ev->name, "msg%d.wav", &i) == 1 && i >= 0 && i < n &&
                 ::stat(m.S(fmt::format("vm/bench/msg{}.wav", i)).c_str(), &st) == 0 &&
-                st.st_size == 200 * 1024) {
+                st.st_size == off_t{200} * 1024) {
                 std::lock_guard lk(mu);
                 if (t_close[static_cast<std::size_t>(i)] > 0)
                     lags.push_back(t - t_close[static_cast<std::size_t>(i)]);
@@ -459,7 +491,8 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
         });
     });
     const double cpu0 = m.cpu_s();
-    std::string data(200 * 1024, 'w');
+    const double act0 = m.active_cpu_s();
+    std::string data(std::size_t{200} * 1024, 'w');
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < n; ++i) {
         std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100 * i));
@@ -479,12 +512,14 @@ LagResult bench_voicemail(Mirror& m, int seconds) {
     while (arrived < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     LagResult r;
     r.lost = static_cast<std::size_t>(n) - lags.size();
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -494,6 +529,8 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     const std::string db_rel = "db/bench.db";
     sqlite3* w = nullptr;
     sqlite3_open(m.A(db_rel).c_str(), &w);
+    // A mirror's reader may hold a lock for a moment (as the PBX would, wait for it).
+    sqlite3_busy_timeout(w, 5000);
     sqlite3_exec(
         w, "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
         nullptr, nullptr, nullptr);
@@ -506,13 +543,20 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     int seen = 0;
     std::size_t bad = 0;
     std::thread obs([&] {
-        observe(m.S("db"), IN_MOVED_TO, done, [&](const inotify_event* ev) {
-            // The database or its -wal: a file-level mirror carries commits in the -wal.
-            if (!std::string_view(ev->name).starts_with("bench.db")) return;
+        // A copy renamed into place (rsync, or the engine's first copy), or a snapshot applied
+        // to the replica in place: the engine sets the replica's mtime right after the commit
+        // (an mtime-only utimensat is reported as IN_MODIFY, not IN_ATTRIB).
+        observe(m.S("db"), IN_MOVED_TO | IN_MODIFY, done, [&](const inotify_event* ev) {
+            // The database or its -wal: a file-level mirror carries commits in the -wal. Writes
+            // to the replica's -wal are a commit in progress: not a moment to look.
+            const std::string_view name = ev->name;
+            if (!name.starts_with("bench.db")) return;
+            if ((ev->mask & IN_MODIFY) != 0 && name != "bench.db") return;
             const double t = now_ms();
             sqlite3* r = nullptr;
             if (sqlite3_open_v2(m.S(db_rel).c_str(), &r, SQLITE_OPEN_READONLY, nullptr) ==
                 SQLITE_OK) {
+                sqlite3_busy_timeout(r, 2000);
                 sqlite3_stmt* st = nullptr;
                 if (sqlite3_prepare_v2(r, "SELECT coalesce(max(id),0) FROM t", -1, &st, nullptr) ==
                         SQLITE_OK &&
@@ -536,6 +580,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
         });
     });
     const double cpu0 = m.cpu_s();
+    const double act0 = m.active_cpu_s();
     const auto t0 = std::chrono::steady_clock::now();
     const int base_id = 0;
     sqlite3_exec(w, "DELETE FROM t", nullptr, nullptr, nullptr);
@@ -554,6 +599,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     while (seen < n && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(1ms);
     const double cpu1 = m.cpu_s();
+    const double act1 = m.active_cpu_s();
     done = true;
     obs.join();
     sqlite3_close(w);
@@ -562,6 +608,7 @@ LagResult bench_sqlite(Mirror& m, int seconds) {
     r.bad = bad;
     r.lag = dist(lags);
     r.cpu_pct = 100.0 * (cpu1 - cpu0) / wall;
+    r.active_cpu_pct = 100.0 * (act1 - act0) / wall;
     return r;
 }
 
@@ -629,11 +676,21 @@ double iperf_MBps(Pair& p) {
     return std::stod(out.substr(out.find(':', bps) + 1)) / 8 / 1e6;
 }
 
+// The three copies of a run (cp, engine, rsync) go to three directories, and nothing is deleted
+// until the run is over: on an ext4 without a journal (this VM's disk) creating a file right after
+// thousands were deleted scans past every inode deleted in the last 60-360 s ("recently_deleted"),
+// which would slow down whichever copy comes after a delete.
 FullResult bench_full(const Options& o, bool tmpfs) {
     FullResult r;
     r.target = tmpfs ? "tmpfs" : "disk";
     const std::uint64_t total = o.tree_mib << 20;
-    Pair p(o, tmpfs, o.tree_mib * 2 + 64);
+    if (!tmpfs && o.settle) {
+        // Earlier deletes (lag workloads, a previous run) stop counting as "recent" once their
+        // inode table blocks are clean and 60 s old.
+        ::sync();
+        std::this_thread::sleep_for(65s);
+    }
+    Pair p(o, tmpfs, o.tree_mib * 3 + 64);
     if (!p.ok()) return r;
     const auto bytes = make_tree(p.A("vm/tree"), total);
     r.tree_mb = static_cast<double>(bytes) / 1e6;
@@ -644,7 +701,6 @@ FullResult bench_full(const Options& o, bool tmpfs) {
         ha::sync::test::sh(
             fmt::format("cp -a {} {} && sync -f {}", p.A("vm/tree"), p.S("copy"), p.S("copy")));
         r.local_copy_MBps = r.tree_mb / ((now_ms() - t0) / 1000);
-        ha::sync::test::sh(fmt::format("rm -rf {}", p.S("copy")));
         ::sync();
     }
     r.tcp_MBps = iperf_MBps(p);
@@ -661,14 +717,14 @@ FullResult bench_full(const Options& o, bool tmpfs) {
     if (!o.lsyncd) return r;
     // The comparison: rsync -a of the same tree (page cache as warm as for the engines) through
     // an rsync daemon in the standby's namespace, into the same filesystem, synced.
-    ha::sync::test::sh(fmt::format("rm -rf {}", p.S("vm/tree")));
+    fs::create_directories(p.S("rsync"));
     ::sync();
     const auto daemon = start_rsyncd(p.net().b(), p.base(), p.stby_dir());
     if (!daemon) return r;
     const auto t1 = now_ms();
     r.rsync_ok =
         ha::sync::test::sh(fmt::format("ip netns exec {} rsync -a --sockopts=TCP_NODELAY "
-                                       "{}/ rsync://198.18.7.2:{}/stby/vm/tree/ && "
+                                       "{}/ rsync://198.18.7.2:{}/stby/rsync/tree/ && "
                                        "sync -f {}",
                                        p.net().a(), p.A("vm/tree"), kRsyncPort, p.S("."))) == 0;
     r.rsync_MBps = r.tree_mb / ((now_ms() - t1) / 1000);
@@ -692,6 +748,10 @@ int main(int argc, char** argv) {
             o.full = false;
         else if (a == "--no-lsyncd")
             o.lsyncd = false;
+        else if (a == "--no-settle")
+            o.settle = false;
+        else if (a == "--workloads")
+            o.workloads = val();
         else if (a == "--out")
             o.out = val();
         else if (a == "--base")
@@ -700,7 +760,7 @@ int main(int argc, char** argv) {
             std::fprintf(
                 stderr,
                 "usage: %s [--seconds N] [--runs N] [--tree-mib N] [--no-full] [--no-lsyncd] "
-                "[--out F] [--base DIR]\n",
+                "[--no-settle] [--workloads cdr,voicemail,sqlite] [--out F] [--base DIR]\n",
                 argv[0]);
             return 2;
         }
@@ -721,9 +781,13 @@ int main(int argc, char** argv) {
     std::map<std::string, std::map<std::string, std::vector<LagResult>>> lag_runs;
     auto run_workloads = [&](const std::string& mirror, Mirror m) {
         auto& w = lag_runs[mirror];
-        w["cdr_append_1000_lines_per_s"].push_back(bench_cdr(m, o.seconds));
-        w["voicemail_200KB_10_per_s"].push_back(bench_voicemail(m, o.seconds));
-        w["sqlite_commit_50_per_s"].push_back(bench_sqlite(m, o.seconds));
+        auto want = [&](std::string_view name) {
+            return o.workloads.find(name) != std::string::npos;
+        };
+        if (want("cdr")) w["cdr_append_1000_lines_per_s"].push_back(bench_cdr(m, o.seconds));
+        if (want("voicemail"))
+            w["voicemail_200KB_10_per_s"].push_back(bench_voicemail(m, o.seconds));
+        if (want("sqlite")) w["sqlite_commit_50_per_s"].push_back(bench_sqlite(m, o.seconds));
     };
     for (int run = 0; run < o.runs; ++run) {
         {
@@ -748,15 +812,15 @@ int main(int argc, char** argv) {
                        fmt::format("\"kernel\": \"{}\", \"cpu\": \"{}\", \"cores\": {}", u.release,
                                    cpu_model(), sysconf(_SC_NPROCESSORS_ONLN)) +
                        "},\n  \"lag_ms\": {\n";
-    std::printf("\n%-13s %-28s %12s %12s %10s %10s %7s %5s %4s\n", "mirror", "workload (runs)",
-                "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu %", "lost", "bad");
+    std::printf("\n%-13s %-28s %12s %12s %10s %10s %7s %7s %5s %4s\n", "mirror", "workload (runs)",
+                "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu %", "act %", "lost", "bad");
     bool first_mirror = true;
     for (const auto& [mirror, workloads] : lag_runs) {
         json += fmt::format("{}    \"{}\": {{\n", first_mirror ? "" : ",\n", mirror);
         first_mirror = false;
         bool first = true;
         for (const auto& [name, runs] : workloads) {
-            std::vector<double> p50, p99, p999, mx, cpu;
+            std::vector<double> p50, p99, p999, mx, cpu, act;
             std::size_t lost = 0, bad = 0;
             for (const auto& r : runs) {
                 p50.push_back(r.lag.p50);
@@ -764,18 +828,22 @@ int main(int argc, char** argv) {
                 p999.push_back(r.lag.p999);
                 mx.push_back(r.lag.max);
                 cpu.push_back(r.cpu_pct);
+                act.push_back(r.active_cpu_pct);
                 lost += r.lost;
                 bad += r.bad;
             }
-            std::printf("%-13s %-28s %7.3f±%-4.2f %7.3f±%-4.2f %10.3f %10.3f %7.1f %5zu %4zu\n",
-                        mirror.c_str(), name.c_str(), median(p50), mad(p50), median(p99), mad(p99),
-                        median(p999), median(mx), median(cpu), lost, bad);
+            std::printf(
+                "%-13s %-28s %7.3f±%-4.2f %7.3f±%-4.2f %10.3f %10.3f %7.1f %7.1f %5zu %4zu\n",
+                mirror.c_str(), name.c_str(), median(p50), mad(p50), median(p99), mad(p99),
+                median(p999), median(mx), median(cpu), median(act), lost, bad);
             json += fmt::format(
                 "{}      \"{}\": {{\"p50_median\": {:.4f}, \"p50_mad\": {:.4f}, \"p99_median\": "
                 "{:.4f}, \"p99_mad\": {:.4f}, \"p999_median\": {:.4f}, \"max_median\": {:.4f}, "
-                "\"cpu_pct\": {:.2f}, \"lost\": {}, \"unreadable\": {}, \"runs\": {}}}",
+                "\"cpu_pct\": {:.2f}, \"active_cpu_pct\": {:.2f}, \"lost\": {}, \"unreadable\": "
+                "{}, "
+                "\"runs\": {}}}",
                 first ? "" : ",\n", name, median(p50), mad(p50), median(p99), mad(p99),
-                median(p999), median(mx), median(cpu), lost, bad, runs.size());
+                median(p999), median(mx), median(cpu), median(act), lost, bad, runs.size());
             first = false;
         }
         json += "\n    }";
@@ -785,7 +853,7 @@ int main(int argc, char** argv) {
         std::printf("\n%-8s %10s %12s %14s %12s %10s %12s %10s\n", "target", "tree MB", "sync MB/s",
                     "local cp MB/s", "tcp MB/s", "ratio", "rsync MB/s", "sync cpu s");
         bool first = true;
-        for (bool tmpfs : {true, false}) {
+        for (bool tmpfs : {false, true}) {
             const auto r = bench_full(o, tmpfs);
             const double limit = std::min(r.local_copy_MBps, r.tcp_MBps);
             std::printf("%-8s %10.0f %12.1f %14.1f %12.1f %9.0f%% %12.1f %10.2f%s%s\n",

@@ -14,7 +14,7 @@ namespace {
 using test::TmpDir;
 using test::write_text;
 using A = DiffItem::Action;
-const Key kKey{1, 2};
+const ChecksumKey kKey(Key{1, 2});
 
 ManifestEntry e(std::uint64_t size, std::int64_t mtime, std::uint32_t mode = 0644) {
     return ManifestEntry{size, mtime, mode, std::nullopt};
@@ -86,7 +86,7 @@ TEST(ManifestScan, ListsRegularFilesSkipsSymlinksAndTemps) {
     EXPECT_EQ(again->size(), 2u) << "a second scan through the same fd sees everything again";
 }
 
-TEST(ManifestScan, SqliteFoldsSideFilesIntoTheirDatabase) {
+TEST(ManifestScan, SqliteFoldsWalIntoItsDatabaseAndIgnoresShm) {
     TmpDir t;
     write_text(t / "pbx.db", "db");
     write_text(t / "pbx.db-wal", "wal");
@@ -95,6 +95,8 @@ TEST(ManifestScan, SqliteFoldsSideFilesIntoTheirDatabase) {
     const timespec new_time[2] = {{0, UTIME_OMIT}, {2000, 5}};
     ASSERT_EQ(::utimensat(AT_FDCWD, (t / "pbx.db").c_str(), old_time, 0), 0);
     ASSERT_EQ(::utimensat(AT_FDCWD, (t / "pbx.db-wal").c_str(), new_time, 0), 0);
+    // Readers write the -shm: a newer one is not a newer database.
+    write_text(t / "pbx.db-shm", "shm");
     auto root = open_root(t.path(), false);
     ASSERT_TRUE(root);
     auto m = scan_root(*root, Mode::Sqlite, false, kKey);

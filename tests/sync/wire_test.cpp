@@ -9,6 +9,7 @@ namespace {
 
 const Key kKey{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
 const Key kSession{0x1111, 0x2222};
+const ChecksumKey kSum(kKey);
 
 struct Collect : FrameSink {
     struct Got {
@@ -39,20 +40,20 @@ std::vector<std::uint8_t> file_frame(std::string_view path, std::string_view pay
                   .seq = 7,
                   .length = payload.size(),
                   .mtime_ns = 123456789,
-                  .checksum = payload_checksum(kKey, payload.data(), payload.size())};
+                  .checksum = payload_checksum(kSum, payload.data(), payload.size())};
     std::vector<std::uint8_t> out;
     encode_frame(kSession, h, path, out);
     out.insert(out.end(), payload.begin(), payload.end());
     return out;
 }
 
-TEST(PayloadHasher, MatchesOneShotSipHashForEverySplit) {
+TEST(SipHashStream, MatchesOneShotSipHashForEverySplit) {
     std::string data;
     for (int i = 0; i < 100; ++i) data.push_back(static_cast<char>(i * 7));
     for (std::size_t len = 0; len <= data.size(); len += 13) {
         const auto expect = siphash(kKey, data.data(), len);
         for (std::size_t split = 0; split <= len; split += 3) {
-            PayloadHasher h(kKey);
+            SipHashStream h(kKey);
             h.update(data.data(), split);
             h.update(data.data() + split, len - split);
             EXPECT_EQ(h.finish(), expect) << "len=" << len << " split=" << split;
@@ -60,11 +61,94 @@ TEST(PayloadHasher, MatchesOneShotSipHashForEverySplit) {
     }
 }
 
-TEST(PayloadHasher, ReferenceVectorFromSipHashPaper) {
+TEST(SipHashStream, ReferenceVectorFromSipHashPaperAndWordUpdates) {
     // SipHash-2-4 paper, appendix A: key 00..0f, message 00..0e -> a129ca6149be45e5.
     std::uint8_t msg[15];
     for (int i = 0; i < 15; ++i) msg[i] = static_cast<std::uint8_t>(i);
-    EXPECT_EQ(payload_checksum(kKey, msg, sizeof msg), 0xa129ca6149be45e5ULL);
+    SipHashStream h(kKey);
+    h.update(msg, sizeof msg);
+    EXPECT_EQ(h.finish(), 0xa129ca6149be45e5ULL);
+    // update_u64 is update() of the word's 8 little-endian bytes, aligned or not.
+    SipHashStream a(kKey), b(kKey);
+    a.update(msg, 3);
+    b.update(msg, 3);
+    a.update_u64(0x0807060504030201ULL);
+    const std::uint8_t le[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    b.update(le, 8);
+    EXPECT_EQ(a.finish(), b.finish());
+}
+
+std::string pattern(std::size_t n, unsigned seed) {
+    std::string s(n, '\0');
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (auto& c : s) {
+        x = x * 1664525u + 1013904223u;
+        c = static_cast<char>(x >> 24);
+    }
+    return s;
+}
+
+TEST(PayloadChecksum, AnySplitGivesTheOneShotTag) {
+    const std::string data = pattern(5000, 1);
+    for (std::size_t len : {0, 1, 31, 32, 33, 1023, 1024, 1025, 2048, 4099, 5000}) {
+        const auto expect = payload_checksum(kSum, data.data(), len);
+        for (std::size_t split = 0; split <= len; split += 97) {
+            PayloadChecksum c(kSum);
+            c.update(data.data(), split);
+            c.update(data.data() + split, (len - split) / 2);
+            c.update(data.data() + split + (len - split) / 2, len - split - (len - split) / 2);
+            EXPECT_EQ(c.finish(), expect) << "len=" << len << " split=" << split;
+        }
+    }
+}
+
+TEST(PayloadChecksum, EveryBitFlipTrailingZeroAndOtherKeyChangesTheTag) {
+    const std::string data = pattern(2100, 2);  // three blocks, the last one partial
+    const auto tag = payload_checksum(kSum, data.data(), data.size());
+    for (std::size_t i = 0; i < data.size(); ++i) {
+        for (int bit = 0; bit < 8; bit += 3) {
+            std::string d = data;
+            d[i] = static_cast<char>(d[i] ^ (1 << bit));
+            ASSERT_NE(payload_checksum(kSum, d.data(), d.size()), tag) << i << ":" << bit;
+        }
+    }
+    // Zero padding is not data: a trailing zero byte, or a block's worth, is a different payload.
+    std::string z = data + std::string(1, '\0');
+    EXPECT_NE(payload_checksum(kSum, z.data(), z.size()), tag);
+    z = data + std::string(1024, '\0');
+    EXPECT_NE(payload_checksum(kSum, z.data(), z.size()), tag);
+    EXPECT_NE(payload_checksum(kSum, nullptr, 0), payload_checksum(kSum, "\0", 1));
+    // Swapping two whole blocks is a different payload too.
+    std::string swapped = data.substr(1024, 1024) + data.substr(0, 1024) + data.substr(2048);
+    EXPECT_NE(payload_checksum(kSum, swapped.data(), swapped.size()), tag);
+    // Keyed: the same bytes under another key give another tag.
+    const ChecksumKey other(Key{kKey.k0, kKey.k1 ^ 1});
+    EXPECT_NE(payload_checksum(other, data.data(), data.size()), tag);
+}
+
+TEST(PayloadChecksum, VectorKernelGivesThePortableSums) {
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2 on this CPU";
+    const std::string data = pattern(70000, 4);
+    for (std::size_t bytes : {32, 64, 992, 1024, 1056, 4096, 65536, 69984}) {
+        std::vector<std::uint64_t> a(2 * (bytes / 1024 + 1)), b(a.size());
+        detail::nh_run_portable(kSum.nh.data(), reinterpret_cast<const std::uint8_t*>(data.data()),
+                                bytes, a.data());
+        detail::nh_run_avx2(kSum.nh.data(), reinterpret_cast<const std::uint8_t*>(data.data()),
+                            bytes, b.data());
+        EXPECT_EQ(a, b) << bytes;
+    }
+#else
+    GTEST_SKIP() << "no vector kernel on this architecture";
+#endif
+}
+
+TEST(PayloadChecksum, PinnedValuesBothBoxesMustAgreeOn) {
+    // Computed with an independent (Python) implementation of the construction in checksum.hpp.
+    // Changing these means a new protocol version (wire.hpp kProtoVersion).
+    const std::string data = pattern(1500, 3);
+    EXPECT_EQ(payload_checksum(kSum, nullptr, 0), 0x64ba78823f816ee6ULL);
+    EXPECT_EQ(payload_checksum(kSum, data.data(), data.size()), 0xb38fef1688b893eaULL);
 }
 
 TEST(FrameReader, RoundTripsFramesFedOneByteAtATime) {
@@ -143,6 +227,34 @@ TEST(FrameReader, RejectsUnknownTypeRootOutOfRangeAndOversizedPayload) {
         EXPECT_FALSE(r.feed(bytes, c));
     }
     EXPECT_TRUE(c.frames.empty());
+}
+
+TEST(FrameReader, ChecksumTrailerFramesAndFlagsAreChecked) {
+    auto frame = [](FrameHeader h, std::string_view path = "") {
+        std::vector<std::uint8_t> out;
+        encode_frame(kSession, h, path, out);
+        return out;
+    };
+    Collect c;
+    FrameReader ok(kSession, 4);
+    auto f = frame(FrameHeader{.type = FrameType::File, .root = 1, .seq = 9, .aux = kFileTrailer},
+                   "big.wav");
+    auto t = frame(FrameHeader{.type = FrameType::Checksum, .seq = 9, .checksum = 77});
+    f.insert(f.end(), t.begin(), t.end());
+    ASSERT_TRUE(ok.feed(f, c));
+    ASSERT_EQ(c.frames.size(), 2u);
+    EXPECT_EQ(c.frames[1].h.type, FrameType::Checksum);
+    EXPECT_EQ(c.frames[1].h.checksum, 77u);
+    for (auto bad : {frame(FrameHeader{.type = FrameType::File, .aux = 2}, "x"),
+                     frame(FrameHeader{.type = FrameType::Checksum, .aux = 2}),
+                     frame(FrameHeader{.type = FrameType::Checksum, .length = 1})}) {
+        FrameReader r(kSession, 4);
+        Collect sink;
+        EXPECT_FALSE(r.feed(bad, sink));
+    }
+    const auto with_path = frame(FrameHeader{.type = FrameType::Checksum}, "p");
+    EXPECT_FALSE(decode_header(std::span(with_path).first(kHeaderSize), 4))
+        << "a checksum frame has no path";
 }
 
 TEST(FrameReader, RejectsEscapingPathsEvenWithValidMac) {
