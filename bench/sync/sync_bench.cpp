@@ -225,7 +225,7 @@ std::unique_ptr<Proc> start_rsyncd(const std::string& netns, const std::string& 
 
 class Pair {
   public:
-    Pair(const Options& o, bool tmpfs_standby, std::uint64_t tmpfs_mib) : opt_(o) {
+    Pair(const Options& o, bool tmpfs_standby, std::uint64_t tmpfs_mib) {
         char tmpl[256];
         std::snprintf(tmpl, sizeof tmpl, "%s/ha-sync-bench-XXXXXX", o.base.c_str());
         base_ = ::mkdtemp(tmpl);
@@ -318,7 +318,6 @@ class Pair {
 
   private:
     std::set<std::string> active_tids_;
-    const Options& opt_;
     ha::sync::test::NetnsPair net_;
     std::string base_, act_, stby_;
     bool tmpfs_ = false;
