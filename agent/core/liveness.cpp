@@ -11,18 +11,10 @@ void Liveness::sent(std::uint64_t seq, TimePoint at) {
     const std::optional<TimePoint> prev =
         out_.empty() ? std::nullopt : std::optional<TimePoint>(out_.back().at);
     out_.push_back(Sent{seq, at});
-    if (out_.size() > kMaxOutstanding) {
-        // The oldest request leaves. If it belonged to the current run, the run is everything
-        // from the front on, so it now starts at the new front.
-        const TimePoint gone = out_.front().at;
-        out_.pop_front();
-        if (watch_ && gone >= watch_->since) {
-            if (--watch_->unanswered == 0)
-                watch_.reset();
-            else
-                watch_->since = out_.front().at;
-        }
-    }
+    // The oldest request leaves. The watch keeps its start and its count: they are times and
+    // sends, not places in out_, and a peer silent for longer than out_ holds is still silent
+    // since then.
+    if (out_.size() > kMaxOutstanding) out_.pop_front();
     const bool counts = !last_life_ || at >= *last_life_;
     if (!counts) return;
     if (watch_ && prev && at - *prev <= max_gap_)
@@ -42,9 +34,12 @@ std::optional<Duration> Liveness::replied(std::uint64_t seq, TimePoint at) {
 }
 
 void Liveness::heard(TimePoint at) {
-    if (!last_life_ || at > *last_life_) last_life_ = at;
     // Requests sent before this sign of life are no evidence of loss any more.
     while (!out_.empty() && out_.front().at <= at - timeout_) out_.pop_front();
+    // An older sign of life than the last one changes nothing; rebuilding from out_ then would
+    // also lose the start of a run whose first requests were trimmed.
+    if (last_life_ && at <= *last_life_) return;
+    last_life_ = at;
     rebuild_watch();
 }
 

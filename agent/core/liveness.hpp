@@ -65,9 +65,9 @@ class Liveness {
         TimePoint since{};
         std::size_t unanswered = 0;
     };
-    // Recomputed from out_ when a sign of life or a trim changes it, extended in O(1) per send:
-    // the loop asks for the verdict on every iteration, and with the peer gone out_ holds
-    // thousands of requests.
+    // Recomputed from out_ on a newer sign of life, extended in O(1) per send: the loop asks for
+    // the verdict on every iteration, and with the peer gone out_ holds thousands of requests.
+    // Trimming out_ leaves it alone (the run may start before out_'s oldest request).
     void rebuild_watch();
     // Where the silence being judged starts: the last sign of life, or the first request after
     // a pause in our sending.

@@ -632,6 +632,29 @@ TEST(Liveness, APauseInOurOwnSendingIsNoEvidence) {
     EXPECT_FALSE(l.update(t + 31ms + 100us).has_value());
 }
 
+TEST(Liveness, APeerGoneIsLostEvenWhenATimeoutHoldsMoreRequestsThanAreKept) {
+    // 1 s timeout, a request every 100 us: 10 000 requests per timeout, more than the record
+    // keeps. Trimming the oldest must not move the start of the silence being judged.
+    Liveness l(1s, 500ms);
+    TimePoint t{};
+    l.sent(1, t);
+    l.replied(1, t + 20us);
+    ASSERT_TRUE(l.update(t + 20us).value_or(false));
+    std::uint64_t seq = 1;
+    TimePoint at = t;
+    while (at < t + 1s) {
+        at += 100us;
+        l.sent(++seq, at);
+        ASSERT_FALSE(l.lost(at)) << "lost before the timeout, at " << (at - t).count() << " ns";
+    }
+    for (int i = 0; i < 200; ++i) {
+        at += 100us;
+        l.sent(++seq, at);
+    }
+    EXPECT_TRUE(l.lost(at)) << "1.02 s of unanswered requests";
+    EXPECT_FALSE(l.update(at).value_or(true));
+}
+
 TEST(Liveness, ThePeerGoneWhileWeKeepSendingIsLost) {
     Liveness l(1ms, 500us);
     TimePoint t{};
