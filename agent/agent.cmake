@@ -7,7 +7,7 @@ add_library(ha_io STATIC io/ring.cpp)
 target_link_libraries(ha_io PUBLIC ha_common PkgConfig::URING)
 ha_target_defaults(ha_io)
 
-add_library(ha_agent STATIC agent.cpp metrics_server.cpp heartbeat.cpp sync_bridge.cpp service/supervisor.cpp service/probe.cpp)
+add_library(ha_agent STATIC agent.cpp metrics_server.cpp heartbeat.cpp sync_bridge.cpp service/supervisor.cpp service/probe.cpp service/spawn.cpp)
 target_link_libraries(ha_agent PUBLIC ha_core ha_io ha_bpf ha_netlink ha_api ha_store
                       nlohmann_json::nlohmann_json PkgConfig::SYSTEMD)
 if(TARGET ha_sync)

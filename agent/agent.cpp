@@ -24,6 +24,7 @@
 #include "agent/io/ring.hpp"
 #include "agent/metrics_server.hpp"
 #include "agent/service/probe.hpp"
+#include "agent/service/spawn.hpp"
 #include "agent/service/supervisor.hpp"
 #include "agent/store/event_store.hpp"
 #include "agent/store/guide_format.hpp"
@@ -183,13 +184,6 @@ struct Agent::Impl {
     void on_persist_done();
     std::deque<core::Action> action_queue;
     std::thread persist_thread;
-    std::optional<cpu_set_t> all_cpus;  // the agent's CPUs before the prober was pinned
-    // For a thread started by the loop thread: it inherits the prober's SCHED_FIFO and CPU.
-    void leave_prober_scheduling() const {
-        sched_param sp{};
-        (void)sched_setscheduler(0, SCHED_OTHER, &sp);
-        if (all_cpus) (void)sched_setaffinity(0, sizeof *all_cpus, &*all_cpus);
-    }
     UniqueFd persist_efd;
     std::atomic<bool> persist_ok{false};
     std::string persist_error;
@@ -272,7 +266,7 @@ Result<std::unique_ptr<Agent>> Agent::create(core::Config cfg, std::string confi
                                         "(allowed: {})",
                                         a.cfg.prober_cpu, cpu_list(allowed)),
                             std::errc::invalid_argument);
-            a.all_cpus = allowed;
+            service::set_child_cpus(allowed);
         }
         auto am = nl::AddressManager::create();
         if (!am) return unexpected(am.error());
@@ -593,7 +587,7 @@ void Agent::Impl::run_actions(TimePoint now) {
 void Agent::Impl::start_persist(std::uint64_t term) {
     persist_ok.store(false);
     persist_thread = std::thread([this, term] {
-        leave_prober_scheduling();
+        service::use_child_cpus();  // not the prober's CPU (its SCHED_FIFO does not pass on)
         auto s = terms.save({term, "Active"});
         if (!s) {
             persist_error = s.error().message();
@@ -993,7 +987,8 @@ int Agent::Impl::loop() {
         // The prober is the weak side under CPU load: a nice-0 thread waits a scheduler tick.
         sched_param sp{};
         sp.sched_priority = cfg.prober_rt_priority;
-        if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
+        // RESET_ON_FORK: threads and processes started from this thread run SCHED_OTHER.
+        if (sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp) != 0)
             log::warn("agent", "SCHED_FIFO {} not permitted: {}", cfg.prober_rt_priority,
                       std::strerror(errno));
         // MCL_ONFAULT: lock pages as they are touched instead of populating every mapping (the

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "agent/service/spawn.hpp"
 #include "common/log.hpp"
 #include "common/sockaddr.hpp"
 
@@ -115,13 +116,9 @@ Status LivenessProbe::send_options(TimePoint now) {
 }
 
 Status LivenessProbe::spawn_command(TimePoint now) {
-    pid_t pid = ::fork();
-    if (pid < 0) return last_errno("fork probe command");
-    if (pid == 0) {
-        ::setpgid(0, 0);
-        ::execl("/bin/sh", "sh", "-c", cfg_.probe_command.c_str(), static_cast<char*>(nullptr));
-        ::_exit(127);
-    }
+    auto spawned = spawn_shell(cfg_.probe_command, true);
+    if (!spawned) return unexpected(spawned.error().wrap("probe command"));
+    const pid_t pid = *spawned;
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (fd < 0) {
         int err = errno;

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "agent/service/spawn.hpp"
 #include "common/log.hpp"
 
 namespace ha::service {
@@ -33,17 +34,10 @@ Status Supervisor::start() {
     if (!configured()) return {};
     std::string cmd =
         cfg_.unit.empty() ? cfg_.start : fmt::format("exec systemctl start --wait {}", cfg_.unit);
-    pid_t pid = ::fork();
-    if (pid < 0) return last_errno("fork for service start");
-    if (pid == 0) {
-        // Own process group, so stop() reaches every worker. Default signal dispositions.
-        ::setpgid(0, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-        ::_exit(127);
-    }
+    // Own process group, so stop() reaches every worker.
+    auto spawned = spawn_shell(cmd, true);
+    if (!spawned) return unexpected(spawned.error().wrap("service start"));
+    const pid_t pid = *spawned;
     ::setpgid(pid, pid);  // both sides set it: no race with an early stop()
     int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
     if (fd < 0) {
@@ -65,10 +59,10 @@ Status Supervisor::stop() {
     if (!cfg_.unit.empty()) {
         // `systemctl start --wait` returns when the unit stops; ask systemd to stop it.
         std::string cmd = fmt::format("systemctl stop --no-block {}", cfg_.unit);
-        if (std::system(cmd.c_str()) != 0) log::warn("service", "'{}' failed", cmd);
+        if (!run_shell(cmd)) log::warn("service", "'{}' failed", cmd);
     } else if (!cfg_.stop.empty()) {
         std::string cmd = cfg_.stop;
-        if (std::system(cmd.c_str()) != 0) log::warn("service", "stop command '{}' failed", cmd);
+        if (!run_shell(cmd)) log::warn("service", "stop command '{}' failed", cmd);
     }
     ::kill(-pid_, SIGTERM);
     stopping_ = true;
