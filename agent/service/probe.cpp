@@ -87,7 +87,7 @@ std::optional<TimePoint> LivenessProbe::next_deadline() const {
 }
 
 Status LivenessProbe::send_options(TimePoint now) {
-    sockaddr_storage ss;
+    sockaddr_storage ss{};
     const socklen_t len = to_sockaddr(target_, port_, ss);
     call_id_ = random_token() + "@fcm-ha";
     ++cseq_;
