@@ -690,8 +690,10 @@ void Agent::Impl::execute_one(const core::Action& act, TimePoint now) {
                     HA_ASSERT(false);  // run_actions() hands these to the persist worker
                 } else if constexpr (std::is_same_v<T, core::AcSendPeer>) {
                     // The kernel answers with our new state before the peer acts on this.
-                    if (hb) hb->publish(machine->own_status(), Clock::now());
-                    if (hb) hb->send_control(x.msg, x.target_term);
+                    if (hb) {
+                        hb->publish(machine->own_status(), now);
+                        hb->send_control(x.msg, x.target_term);
+                    }
                 } else if constexpr (std::is_same_v<T, core::AcAlert>) {
                     on_alert(x);
                 } else if constexpr (std::is_same_v<T, core::AcLog>) {

@@ -73,7 +73,6 @@ class Heartbeat {
               Sink sink);
     Status open_sockets();
     Status attach_responders();
-    void arm_recv();
     void on_datagram(int sock, std::size_t len);
     void send_request(int path, TimePoint now);
     void learn_lan_peer_mac();
@@ -85,7 +84,7 @@ class Heartbeat {
     io::Ring& ring_;
     Sink sink_;
     // [0] direct path, [1] LAN path (each connected to the peer there), [2] the unconnected
-    // socket that holds the port for the XDP "agent alive" check (see open_sockets()).
+    // socket for what the peer sends from other addresses (see open_sockets()).
     static constexpr int kMain = 2;
     std::array<UniqueFd, 3> socks_;
     std::array<std::unique_ptr<RecvOp>, 3> recv_;

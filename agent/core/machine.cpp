@@ -644,7 +644,8 @@ void Machine::retry_fault_handoff(TimePoint now, Actions& out) {
     // The guide's self-failure detection: the active hands over once a fault is raised. If no
     // ready standby was there at that instant (it was booting, syncing or away), hand over as
     // soon as one is, for as long as the fault lasts.
-    if (state_ != State::Active || !peer_ || ha_status() != HaStatus::Dual) return;
+    // Cheap first: this runs on every reply while Active.
+    if (healthy() || state_ != State::Active || !peer_ || ha_status() != HaStatus::Dual) return;
     if (peer_->state != State::Standby || !peer_->healthy || peer_->agent_stale) return;
     for (FaultKind kind : {FaultKind::Hardware, FaultKind::Software}) {
         const bool on =

@@ -55,9 +55,10 @@
  * then cleared too: the kernel never claims health the agent has not vouched for. */
 #define HA_FLAG_AGENT_STALE 0x04
 #define HA_FLAG_SYNCED 0x08
-/* Set by the XDP responder (with AGENT_STALE) when the agent's heartbeat socket no longer exists:
- * the agent process exited (crash, kill -9). Its kernel closed the socket at once, so the peer
- * learns it within one request instead of after a stale tick. */
+/* Set by the XDP responder (with AGENT_STALE) when the agent's lifeline socket (on 127.0.0.1, see
+ * agent_gone() in ha_xdp.bpf.c) no longer exists: the agent process exited (crash, kill -9). Its
+ * kernel closed the socket at once, so the peer learns it within one request instead of after a
+ * stale tick. */
 #define HA_FLAG_AGENT_GONE 0x10
 
 #define HA_MODEL_LEN 16
