@@ -42,18 +42,6 @@ sync::Role to_sync_role(core::State s, sync::Role current) {
     return current;
 }
 
-// "HH:MM" (validated by the config) to minutes after midnight; anything else is midnight.
-int minute_of(const std::string& hhmm) {
-    auto digit = [&](std::size_t i) {
-        return hhmm[i] >= '0' && hhmm[i] <= '9' ? hhmm[i] - '0' : -1;
-    };
-    if (hhmm.size() != 5 || hhmm[2] != ':') return 0;
-    const int h = digit(0) * 10 + digit(1);
-    const int m = digit(3) * 10 + digit(4);
-    if (digit(0) < 0 || digit(1) < 0 || digit(3) < 0 || digit(4) < 0 || h > 23 || m > 59) return 0;
-    return h * 60 + m;
-}
-
 // One-shot sync alerts (a refused path, a checksum mismatch...) of one kind are written to the
 // system events at most this often; the next one says how many were left out.
 constexpr auto kAlertInterval = std::chrono::seconds(60);
@@ -86,7 +74,8 @@ Result<std::unique_ptr<SyncBridge>> SyncBridge::create(const core::Config& cfg, 
         if (cfg.peer_ip) sc.peer = *cfg.peer_ip;
         sc.port = cfg.sync_port;
         sc.state_dir = cfg.state_dir;
-        sc.full_backup_minute = minute_of(cfg.full_backup_time);
+        // Validated by the config; midnight (the guide's default) otherwise.
+        sc.full_backup_minute = core::minute_of_day(cfg.full_backup_time).value_or(0);
         auto engine = sync::Engine::create(std::move(sc));
         if (!engine) return unexpected(engine.error());
         impl->engine = std::move(*engine);

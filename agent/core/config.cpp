@@ -120,6 +120,16 @@ std::string ConfigIssue::to_string() const {
     return out + message;
 }
 
+std::optional<int> minute_of_day(std::string_view t) {
+    if (t.size() != 5 || t[2] != ':') return std::nullopt;
+    auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (!digit(t[0]) || !digit(t[1]) || !digit(t[3]) || !digit(t[4])) return std::nullopt;
+    const int h = (t[0] - '0') * 10 + (t[1] - '0');
+    const int m = (t[3] - '0') * 10 + (t[4] - '0');
+    if (h >= 24 || m >= 60) return std::nullopt;
+    return h * 60 + m;
+}
+
 Result<Endpoint> parse_endpoint(std::string_view text) {
     auto bad = [&] {
         return fail(fmt::format(
@@ -191,15 +201,6 @@ bool valid_node_name(std::string_view name) {
         return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                c == '-' || c == '_' || c == '.';
     });
-}
-
-bool valid_hhmm(std::string_view t) {
-    if (t.size() != 5 || t[2] != ':') return false;
-    auto digit = [](char c) { return c >= '0' && c <= '9'; };
-    if (!digit(t[0]) || !digit(t[1]) || !digit(t[3]) || !digit(t[4])) return false;
-    int h = (t[0] - '0') * 10 + (t[1] - '0');
-    int m = (t[3] - '0') * 10 + (t[4] - '0');
-    return h < 24 && m < 60;
 }
 
 // Why `a` cannot be a box's unicast address, or empty when it can: not unspecified, multicast,
@@ -407,7 +408,7 @@ void check_paths(const Config& c, IssueList& out) {
 
 void check_sync(const Config& c, IssueList& out) {
     if (c.sync_port == 0) out.add("sync.port", "0", kSyncPortZeroMessage);
-    if (!valid_hhmm(c.full_backup_time))
+    if (!minute_of_day(c.full_backup_time))
         out.add("sync.full_backup_time", toml_quote(c.full_backup_time), kBackupTimeMessage);
     check_duration(out, "sync.switch_drain_timeout", c.switch_drain_timeout, kDrainRule);
 

@@ -115,6 +115,8 @@ struct Endpoint {
     friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 Result<Endpoint> parse_endpoint(std::string_view text);
+// "HH:MM" (00:00-23:59) to minutes after midnight; nothing for anything else.
+std::optional<int> minute_of_day(std::string_view hhmm);
 
 // One problem with one key: "heartbeat.timeout = 11: must be 3-10 seconds, or a duration ...".
 struct ConfigIssue {

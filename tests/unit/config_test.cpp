@@ -696,6 +696,12 @@ TEST(Config, FullBackupTimeIsHourMinute24h) {
     auto local = parse_config("[sync]\nfull_backup_time = 03:30:00\n");
     ASSERT_TRUE(local.config) << issues_text(local);
     EXPECT_EQ(local.config->full_backup_time, "03:30");
+    // What the scheduler is given.
+    EXPECT_EQ(minute_of_day("23:59"), 23 * 60 + 59);
+    EXPECT_EQ(minute_of_day("03:30"), 3 * 60 + 30);
+    EXPECT_EQ(minute_of_day("00:00"), 0);
+    EXPECT_EQ(minute_of_day("24:00"), std::nullopt);
+    EXPECT_EQ(minute_of_day("3:30"), std::nullopt);
 }
 
 TEST(Config, MetricsListenIsAddressAndPortOrEmpty) {
