@@ -256,14 +256,13 @@ void Engine::Worker::wait(std::chrono::nanoseconds timeout) {
 }
 
 void Engine::Worker::emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files,
-                          std::uint64_t bytes, std::uint64_t duration_ms, bool initial) {
+                          std::uint64_t bytes, std::uint64_t duration_ms) {
     SyncEvent ev;
     ev.kind = k;
     ev.wall_ms = wall_ms();
     ev.files = files;
     ev.bytes = bytes;
     ev.duration_ms = duration_ms;
-    ev.initial = initial;
     const std::size_t n = std::min(detail.size(), ev.detail.size() - 1);
     std::memcpy(ev.detail.data(), detail.data(), n);
     if (!e_.events_.push(ev)) {

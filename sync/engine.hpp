@@ -122,7 +122,6 @@ struct SyncEvent {
     std::uint64_t files = 0;
     std::uint64_t bytes = 0;
     std::uint64_t duration_ms = 0;   // backups and initial syncs
-    bool initial = false;            // BackupSuccess/BackupFailed of a standby's initial sync
     std::array<char, 200> detail{};  // NUL-terminated
     [[nodiscard]] std::string_view text() const { return detail.data(); }
 };

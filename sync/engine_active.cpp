@@ -648,7 +648,7 @@ void Engine::Worker::finish_job() {
     // The guide's backup log lists the standby's initial sync (after a boot or a reconnect) as a
     // backup too: it is the same copy of everything that differs, and Full Backup Status shows
     // it "In progress".
-    const bool initial = !j.full && j.id == 0;
+    const bool initial = j.initial();
     if (j.full || initial) {
         e_.cells_.fb_last_result.store(
             static_cast<std::uint8_t>(ok ? BackupResult::Success : BackupResult::Failed),
@@ -661,11 +661,11 @@ void Engine::Worker::finish_job() {
             emit(SyncEvent::Kind::BackupSuccess,
                  fmt::format("{}: {} files, {} bytes in {} ms", what, j.files_total, j.bytes_done,
                              ms),
-                 j.files_total, j.bytes_done, ms, initial);
+                 j.files_total, j.bytes_done, ms);
         } else {
             log::error("sync", "{} failed failures={} last={}", what, j.failures, j.failure);
             emit(SyncEvent::Kind::BackupFailed, fmt::format("{}: {}", what, j.failure),
-                 j.files_done, j.bytes_done, ms, initial);
+                 j.files_done, j.bytes_done, ms);
         }
     }
     if (ok && initial) {
@@ -685,7 +685,7 @@ void Engine::Worker::finish_job() {
 
 void Engine::Worker::fail_job(std::string_view why) {
     if (!job_) return;
-    const bool initial = !job_->full && job_->id == 0;
+    const bool initial = job_->initial();
     if (job_->full || initial) {
         e_.cells_.fb_last_result.store(static_cast<std::uint8_t>(BackupResult::Failed),
                                        std::memory_order_relaxed);
@@ -693,7 +693,7 @@ void Engine::Worker::fail_job(std::string_view why) {
         const char* what = initial ? "initial sync" : "full backup";
         log::error("sync", "{} failed: {}", what, why);
         emit(SyncEvent::Kind::BackupFailed, fmt::format("{}: {}", what, why), job_->files_done,
-             job_->bytes_done, (mono_ns() - job_->start_ns) / 1'000'000, initial);
+             job_->bytes_done, (mono_ns() - job_->start_ns) / 1'000'000);
     }
     job_.reset();
 }

@@ -99,7 +99,7 @@ class Engine::Worker final : public FrameSink {
     void timers(std::uint64_t now);
     void publish(std::uint64_t now, bool full);
     void emit(SyncEvent::Kind k, std::string_view detail, std::uint64_t files = 0,
-              std::uint64_t bytes = 0, std::uint64_t duration_ms = 0, bool initial = false);
+              std::uint64_t bytes = 0, std::uint64_t duration_ms = 0);
 
     // --- active ---
     struct Outstanding {
@@ -113,8 +113,12 @@ class Engine::Worker final : public FrameSink {
         bool abandoned = false;  // its trailer told the standby to discard it
     };
     struct Job {
-        std::uint64_t id = 0;  // 0 = join/resync, else a full backup request id
+        // 0: the manifest the standby sent when it joined; else the id of our request (a resync or,
+        // with `full`, a full backup).
+        std::uint64_t id = 0;
         bool full = false;
+        // The standby's initial sync, which the guide's backup log lists as a backup too.
+        [[nodiscard]] bool initial() const { return !full && id == 0; }
         bool done_sent = false;
         std::uint64_t files_total = 0, bytes_total = 0, files_done = 0, bytes_done = 0;
         std::uint64_t start_ns = 0;
