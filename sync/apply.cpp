@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 
 namespace ha::sync {
 
@@ -36,12 +37,6 @@ Status write_all_at(int fd, const std::uint8_t* p, std::size_t n, std::uint64_t 
         off += static_cast<std::uint64_t>(w);
     }
     return {};
-}
-
-std::string cache_key(std::uint8_t root, std::string_view path) {
-    std::string k(1, static_cast<char>(root));
-    k += path;
-    return k;
 }
 
 }  // namespace
@@ -89,7 +84,7 @@ Result<SharedFd> Applier::parent_dir(std::uint8_t root, std::string_view path, b
     const auto slash = path.rfind('/');
     leaf = std::string(slash == std::string_view::npos ? path : path.substr(slash + 1));
     const std::string key =
-        cache_key(root, slash == std::string_view::npos ? "" : path.substr(0, slash));
+        path_key(root, slash == std::string_view::npos ? "" : path.substr(0, slash));
     if (auto it = dirs_.find(key); it != dirs_.end()) return it->second;
     std::string ignored;
     auto dir = open_parent(roots_[root].fd, path, create, ignored);
@@ -101,7 +96,7 @@ Result<SharedFd> Applier::parent_dir(std::uint8_t root, std::string_view path, b
 }
 
 Result<SharedFd> Applier::append_target(std::uint8_t root, std::string_view path) {
-    const std::string key = cache_key(root, path);
+    const std::string key = path_key(root, path);
     if (auto it = targets_.find(key); it != targets_.end()) return it->second;
     auto fd = open_beneath(roots_[root].fd, path, O_WRONLY);
     if (!fd) return unexpected(fd.error());
@@ -136,7 +131,7 @@ void Applier::begin(const FrameHeader& h, std::string_view path) {
                 return;
             }
             if (st.st_nlink == 0) {  // removed behind our back: open the file that has the name
-                targets_.erase(cache_key(h.root, path));
+                targets_.erase(path_key(h.root, path));
                 continue;
             }
             if (static_cast<std::uint64_t>(st.st_size) != h.offset) {
@@ -244,7 +239,7 @@ AckStatus Applier::end() {
         tmp_name_.clear();
         out_.reset();
         // The next append to this name must open the file installed by this one.
-        targets_.erase(cache_key(cur_.root, cur_path_));
+        targets_.erase(path_key(cur_.root, cur_path_));
         return AckStatus::Ok;
     }
     // The mtime is set once per group, by the committer, with the newest one.

@@ -1,18 +1,13 @@
 #include "sync/change_queue.hpp"
+#include "sync/fsutil.hpp"
 
 #include <algorithm>
 
 namespace ha::sync {
 
-std::string ChangeQueue::key(std::uint8_t root, const std::string& path) {
-    std::string k(1, static_cast<char>(root));
-    k += path;
-    return k;
-}
-
 bool ChangeQueue::push_sync(std::uint8_t root, const std::string& path, std::uint64_t now_ns,
                             bool whole) {
-    const auto k = key(root, path);
+    const auto k = path_key(root, path);
     if (auto it = index_.find(k); it != index_.end()) {
         it->second->whole = it->second->whole || whole;
         return true;
@@ -30,7 +25,7 @@ bool ChangeQueue::push_sync(std::uint8_t root, const std::string& path, std::uin
 bool ChangeQueue::push_rename(std::uint8_t root, const std::string& from, const std::string& to,
                               std::uint64_t now_ns) {
     std::uint64_t first = now_ns;
-    if (auto it = index_.find(key(root, to)); it != index_.end()) {
+    if (auto it = index_.find(path_key(root, to)); it != index_.end()) {
         first = std::min(first, it->second->first_seen_ns);
         remove_time(it->second->first_seen_ns);
         fifo_.erase(it->second);
@@ -48,7 +43,7 @@ bool ChangeQueue::push_rename(std::uint8_t root, const std::string& from, const 
 std::optional<Change> ChangeQueue::pop() {
     if (fifo_.empty()) return std::nullopt;
     Change c = std::move(fifo_.front());
-    if (c.kind == Change::Kind::Sync) index_.erase(key(c.root, c.path));
+    if (c.kind == Change::Kind::Sync) index_.erase(path_key(c.root, c.path));
     remove_time(c.first_seen_ns);
     fifo_.pop_front();
     return c;

@@ -46,7 +46,6 @@ class ChangeQueue {
     [[nodiscard]] std::uint64_t oldest() const;
     void add_time(std::uint64_t t) { ++times_[t]; }
     void remove_time(std::uint64_t t);
-    static std::string key(std::uint8_t root, const std::string& path);
     std::size_t capacity_;
     std::list<Change> fifo_;
     std::unordered_map<std::string, std::list<Change>::iterator> index_;  // Sync entries only

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 #include "sync/replica.hpp"
 
 namespace ha::sync {
@@ -44,12 +45,7 @@ void note(CommitJob& job, std::string what) {
 }  // namespace
 
 void run_commit_job(CommitJob& job, SqliteReplicas* replicas) {
-    std::string key;
-    auto key_of = [&](const CommitJob::File& f) -> const std::string& {
-        key.assign(1, static_cast<char>(f.root));
-        key += f.path;
-        return key;
-    };
+    auto key_of = [](const CommitJob::File& f) { return path_key(f.root, f.path); };
     // 0. Nothing may still hold a replica the engine removes next.
     if (replicas != nullptr) {
         for (const auto& [root, path] : job.close_sqlite) replicas->close_under(root, path);

@@ -11,6 +11,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 #include "sync/snapshot.hpp"
 #include "sync/worker.hpp"
 
@@ -34,16 +35,7 @@ constexpr std::size_t kMaxOpenSources = 256;
 // Payloads up to this size go out from the buffer their checksum was computed from.
 constexpr std::uint64_t kInlineMaxBytes = 4096;
 
-std::int64_t mtime_ns_of(const struct stat& st) {
-    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-}
 }  // namespace
-
-std::string Engine::Worker::key_of(std::uint8_t root, std::string_view path) {
-    std::string k(1, static_cast<char>(root));
-    k += path;
-    return k;
-}
 
 void Engine::Worker::on_watch_events() {
     std::vector<WatchEvent> evs;
@@ -70,7 +62,7 @@ void Engine::Worker::on_watch_events() {
                 sqlite_changed(ev.root, sqlite_db_of(ev.to), now);
             continue;
         }
-        const std::string k = key_of(ev.root, ev.path);
+        const std::string k = path_key(ev.root, ev.path);
         switch (ev.kind) {
             case WatchEvent::Kind::Modified:
                 if (mode == Mode::Append) {
@@ -88,9 +80,9 @@ void Engine::Worker::on_watch_events() {
                 break;
             case WatchEvent::Kind::Moved:
                 writing_.erase(k);
-                writing_.erase(key_of(ev.root, ev.to));
+                writing_.erase(path_key(ev.root, ev.to));
                 srcs_.erase(k);
-                srcs_.erase(key_of(ev.root, ev.to));
+                srcs_.erase(path_key(ev.root, ev.to));
                 (void)queue_.push_rename(ev.root, ev.path, ev.to, now);
                 break;
             case WatchEvent::Kind::Overflow:
@@ -114,7 +106,7 @@ std::string Engine::Worker::sqlite_wal_header(std::uint8_t root, const std::stri
 }
 
 void Engine::Worker::sqlite_changed(std::uint8_t root, const std::string& db, std::uint64_t now) {
-    const std::string k = key_of(root, db);
+    const std::string k = path_key(root, db);
     const std::string hdr = sqlite_wal_header(root, db);
     if (!hdr.empty()) {
         auto it = sqlite_hdr_.find(k);
@@ -261,13 +253,13 @@ bool Engine::Worker::unchanged_since(std::uint8_t root, const std::string& path,
     // that came before; a write still under way has already moved the mtime.
     if (watcher_) on_watch_events();
     struct stat b {};
-    return !writing_.contains(key_of(root, path)) && ::fstat(fd, &b) == 0 &&
+    return !writing_.contains(path_key(root, path)) && ::fstat(fd, &b) == 0 &&
            b.st_size == static_cast<off_t>(size) && mtime_ns_of(b) == mtime_ns;
 }
 
 Result<SharedFd> Engine::Worker::open_source(std::uint8_t root, const std::string& path, bool keep,
                                              struct stat& st) {
-    const std::string k = key_of(root, path);
+    const std::string k = path_key(root, path);
     if (keep) {
         // A CDR file gets an append per call: keep it open, and check by a stat of the name that
         // it still is the file we hold (a rotation renames another file over it). A symlink on
@@ -301,7 +293,7 @@ void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, Share
                                std::uint64_t offset, std::uint64_t len, std::int64_t mtime_ns,
                                std::uint32_t mode, FrameType type, std::uint64_t first_seen,
                                std::uint64_t file_size) {
-    const std::string k = key_of(root, path);
+    const std::string k = path_key(root, path);
     const Mode root_mode = cfg_.roots[root].mode;
     // A file being rewritten is not sent now: its close-write event comes when the writer is
     // done. Appends never rewrite what was read, and snapshots are private files.
@@ -379,15 +371,15 @@ void Engine::Worker::emit_file(std::uint8_t root, const std::string& path, Share
 }
 
 void Engine::Worker::prepare(const Change& c) {
-    const std::string k = key_of(c.root, c.path);
+    const std::string k = path_key(c.root, c.path);
     const auto& root = root_fds_[c.root];
     const Mode mode = cfg_.roots[c.root].mode;
     auto send_delete = [&](const std::string& p) {
         const std::uint64_t seq = next_seq_++;
         send_frame(FrameHeader{.type = FrameType::Delete, .root = c.root, .seq = seq}, p);
-        const bool in_job = job_ && job_->paths.erase(key_of(c.root, p)) > 0;
+        const bool in_job = job_ && job_->paths.erase(path_key(c.root, p)) > 0;
         outstanding_.push_back({seq, 0, c.first_seen_ns, c.root, p, FrameType::Delete, in_job});
-        sent_offset_.erase(key_of(c.root, p));
+        sent_offset_.erase(path_key(c.root, p));
     };
     if (c.kind == Change::Kind::Rename) {
         struct stat st {};
@@ -402,7 +394,7 @@ void Engine::Worker::prepare(const Change& c) {
             outstanding_.push_back(
                 {seq, 0, c.first_seen_ns, c.root, c.to, FrameType::Rename, false});
             if (auto it = sent_offset_.find(k); it != sent_offset_.end()) {
-                sent_offset_[key_of(c.root, c.to)] = it->second;
+                sent_offset_[path_key(c.root, c.to)] = it->second;
                 sent_offset_.erase(it);
             }
             return;
@@ -538,13 +530,13 @@ void Engine::Worker::on_manifest_end(std::uint64_t req) {
         }
         const auto& peer = peer_manifest_[i];
         if (mode == Mode::Append) {
-            for (const auto& [p, e] : peer) sent_offset_[key_of(r, p)] = e.size;
+            for (const auto& [p, e] : peer) sent_offset_[path_key(r, p)] = e.size;
         }
         for (const auto& item : diff_manifest(*local, peer, mode)) {
             const bool whole = item.action == DiffItem::Action::SendWhole;
-            if (whole) sent_offset_.erase(key_of(r, item.path));
+            if (whole) sent_offset_.erase(path_key(r, item.path));
             (void)queue_.push_sync(r, item.path, job.start_ns, whole);
-            job.paths.insert(key_of(r, item.path));
+            job.paths.insert(path_key(r, item.path));
             ++job.files_total;
             job.bytes_total += item.bytes;
         }
@@ -576,7 +568,7 @@ void Engine::Worker::on_ack(const FrameHeader& h) {
         return;
     }
     if (o.type == FrameType::Ping) return;
-    const std::string k = key_of(o.root, o.path);
+    const std::string k = path_key(o.root, o.path);
     if (o.abandoned) {
         // We dropped it ourselves (the file changed while it was sent); its close-write event
         // brings the new version.

@@ -4,6 +4,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 #include "sync/worker.hpp"
 
 namespace ha::sync {
@@ -21,12 +22,6 @@ constexpr std::size_t kMaxJobsInFlight = 2;
 constexpr std::uint64_t kAppendWindowNs = 20'000'000;
 constexpr std::size_t kMaxWindowAppends = 256;
 
-// `k` (root+path) is `root`/`path` itself or lies beneath it.
-bool at_or_under(const std::string& k, std::uint8_t root, std::string_view path) {
-    if (k.empty() || static_cast<std::uint8_t>(k[0]) != root) return false;
-    const std::string_view p = std::string_view(k).substr(1);
-    return p == path || (p.size() > path.size() && p.starts_with(path) && p[path.size()] == '/');
-}
 }  // namespace
 
 // ---------------------------------------------------------------- standby receive path
@@ -108,7 +103,7 @@ void Engine::Worker::finish_commit(std::unique_ptr<CommitJob> job) {
     const bool same_conn = conn_ && job->conn_gen == conn_gen_;
     std::size_t failed = 0;
     for (const auto& f : job->files) {
-        if (auto it = installing_.find(key_of(f.root, f.path));
+        if (auto it = installing_.find(path_key(f.root, f.path));
             it != installing_.end() && --it->second == 0)
             installing_.erase(it);
         if (f.status != AckStatus::Ok) {
@@ -277,7 +272,7 @@ Status Engine::Worker::on_frame(const FrameHeader& h, std::string_view path) {
     }
     if (standby && h.type == FrameType::Append) {
         // An append extends the file a pending whole-file transfer of the same name installs.
-        const std::string k = key_of(h.root, path);
+        const std::string k = path_key(h.root, path);
         wait_installs([&](const std::string& p) { return p == k; });
     }
     if (h.type == FrameType::File || h.type == FrameType::Append) applier_->begin(h, path);
@@ -304,7 +299,7 @@ void Engine::Worker::finish_data_frame(const FrameHeader& h) {
     // Not acknowledged before the committer has made it durable (files: and installed).
     queue_ack(h.seq, s, false);
     if (h.type == FrameType::File) {
-        ++installing_[key_of(h.root, rx_path_)];
+        ++installing_[path_key(h.root, rx_path_)];
     } else {
         ++files_applied_;
         open_job().frames.push_back({h.seq, applier_->last_append()});
@@ -348,7 +343,8 @@ Status Engine::Worker::on_frame_end() {
             const std::string_view to = rx_payload_;
             const bool rename = h.type == FrameType::Rename;
             wait_installs([&](const std::string& k) {
-                return at_or_under(k, h.root, rx_path_) || (rename && at_or_under(k, h.root, to));
+                return key_at_or_under(k, h.root, rx_path_) ||
+                       (rename && key_at_or_under(k, h.root, to));
             });
             if (cfg_.roots[h.root].mode == Mode::Sqlite) {
                 // No replica connection may outlive its file (replica.hpp).

@@ -26,6 +26,23 @@ std::string_view to_string(Mode m) {
     return "?";
 }
 
+std::string path_key(std::uint8_t root, std::string_view path) {
+    std::string k(1, static_cast<char>(root));
+    k += path;
+    return k;
+}
+
+bool key_at_or_under(std::string_view k, std::uint8_t root, std::string_view path) {
+    if (k.empty() || static_cast<std::uint8_t>(k[0]) != root) return false;
+    const std::string_view p = k.substr(1);
+    return path.empty() || p == path ||
+           (p.size() > path.size() && p.starts_with(path) && p[path.size()] == '/');
+}
+
+std::int64_t mtime_ns_of(const struct stat& st) {
+    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
 Result<UniqueFd> open_root(const std::string& path, bool create) {
     if (path.empty() || path.front() != '/')
         return fail(fmt::format("sync root '{}': not absolute", path));

@@ -3,6 +3,8 @@
 // refused by the kernel even if a path slipped past check_rel_path.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -19,6 +21,14 @@ struct Root {
     std::string path;  // absolute directory, the same on both boxes
     Mode mode = Mode::File;
 };
+
+// A file's key in the engine's maps: its root's index as one byte, then its path in the root.
+std::string path_key(std::uint8_t root, std::string_view path);
+// `k` is the key of `path` in `root` or of something beneath it; an empty `path` is the whole
+// root.
+bool key_at_or_under(std::string_view k, std::uint8_t root, std::string_view path);
+// st_mtim in nanoseconds.
+std::int64_t mtime_ns_of(const struct stat& st);
 
 // Opens (creating if asked) an absolute root directory.
 Result<UniqueFd> open_root(const std::string& path, bool create);

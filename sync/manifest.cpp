@@ -9,15 +9,12 @@
 #include <vector>
 
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 #include "sync/wire.hpp"
 
 namespace ha::sync {
 
 namespace {
-
-std::int64_t mtime_of(const struct stat& st) {
-    return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-}
 
 // Reads through a buffer, not a mapping: a file the PBX truncates while it is being read would
 // turn an access to the mapping into SIGBUS, and that would take the agent down.
@@ -76,12 +73,12 @@ Status scan_dir(int dirfd, const std::string& prefix, Mode mode, bool with_check
             // Readers write the -shm (read marks) without changing the database: not a version.
             if (rel.ends_with("-shm")) continue;
             auto& db = out[sqlite_db_of(rel)];
-            db.mtime_ns = std::max(db.mtime_ns, mtime_of(st));
+            db.mtime_ns = std::max(db.mtime_ns, mtime_ns_of(st));
             continue;
         }
         auto& e = out[rel];
         e.size = static_cast<std::uint64_t>(st.st_size);
-        e.mtime_ns = std::max(e.mtime_ns, mtime_of(st));
+        e.mtime_ns = std::max(e.mtime_ns, mtime_ns_of(st));
         e.mode = st.st_mode & 07777;
         if (with_checksums && mode != Mode::Sqlite) {
             const int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);

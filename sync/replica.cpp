@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "common/log.hpp"
+#include "sync/fsutil.hpp"
 #include "sync/snapshot.hpp"
 
 namespace ha::sync {
@@ -166,9 +167,7 @@ void SqliteReplicas::Checkpointer::loop() {
             struct stat wal {};
             const std::string wal_name = c.leaf + "-wal";
             if (::fstatat(c.dir->get(), wal_name.c_str(), &wal, AT_SYMLINK_NOFOLLOW) == 0)
-                set_mtime(*c.dir, c.leaf,
-                          static_cast<std::int64_t>(wal.st_mtim.tv_sec) * 1'000'000'000 +
-                              wal.st_mtim.tv_nsec);
+                set_mtime(*c.dir, c.leaf, mtime_ns_of(wal));
         } else {
             log::warn("sync", "checkpoint of replica {}: {}", c.leaf, why);
         }
@@ -362,12 +361,7 @@ void SqliteReplicas::close(const std::string& key) {
 }
 
 void SqliteReplicas::close_under(std::uint8_t root, std::string_view path) {
-    close_matching([&](const std::string& k) {
-        const std::string_view p = std::string_view(k).substr(1);
-        return static_cast<std::uint8_t>(k[0]) == root &&
-               (path.empty() || p == path ||
-                (p.size() > path.size() && p.starts_with(path) && p[path.size()] == '/'));
-    });
+    close_matching([&](const std::string& k) { return key_at_or_under(k, root, path); });
 }
 
 void SqliteReplicas::close_all() {

@@ -149,7 +149,6 @@ class Engine::Worker final : public FrameSink {
     void on_ack(const FrameHeader& h);
     void finish_job();
     void fail_job(std::string_view why);
-    static std::string key_of(std::uint8_t root, std::string_view path);
 
     // --- standby ---
     void send_manifest(bool with_checksums, std::uint64_t req);
