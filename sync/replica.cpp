@@ -47,6 +47,16 @@ std::string immutable_uri(const UniqueFd& dir, const std::string& name) {
     return uri + "?immutable=1";
 }
 
+// Closes and drops the connections in `conns` (values with a `db`) whose key `match` selects.
+template <typename Map, typename Match>
+void close_if(Map& conns, Match&& match) {
+    std::erase_if(conns, [&](auto& kv) {
+        if (!match(kv.first)) return false;
+        sqlite3_close_v2(kv.second.db);
+        return true;
+    });
+}
+
 // A PASSIVE checkpoint (on the checkpointer thread: it never waits for, nor blocks, readers and
 // the writer) is asked for after every snapshot while the WAL holds this many frames, as
 // SQLite's default autocheckpoint would. The WAL starts over once one of them has copied every
@@ -135,14 +145,7 @@ void SqliteReplicas::Checkpointer::forget(Match&& match) {
     std::unique_lock lk(mu_);
     std::erase_if(todo_, [&](const std::string& k) { return match(k); });
     idle_cv_.wait(lk, [&] { return busy_.empty() || !match(busy_); });
-    for (auto it = conns_.begin(); it != conns_.end();) {
-        if (!match(it->first)) {
-            ++it;
-            continue;
-        }
-        sqlite3_close_v2(it->second.db);
-        it = conns_.erase(it);
-    }
+    close_if(conns_, match);
 }
 
 void SqliteReplicas::Checkpointer::loop() {
@@ -179,14 +182,7 @@ void SqliteReplicas::Checkpointer::loop() {
 
 template <typename Match>
 void SqliteReplicas::close_matching(Match&& match) {
-    for (auto it = open_.begin(); it != open_.end();) {
-        if (!match(it->first)) {
-            ++it;
-            continue;
-        }
-        sqlite3_close_v2(it->second.db);
-        it = open_.erase(it);
-    }
+    close_if(open_, match);
     ckpt_->forget(match);
 }
 
@@ -352,7 +348,7 @@ bool SqliteReplicas::retire(const std::string& key, const SharedFd& dir, const s
         }
         if (opened) sqlite3_close_v2(db);
     }
-    close_matching(match);
+    close_if(open_, match);  // the checkpointer let go of it above
     return ok;
 }
 
