@@ -136,17 +136,9 @@ void Engine::Worker::finish_commit(std::unique_ptr<CommitJob> job) {
     }
 }
 
-template <typename Match>
-void Engine::Worker::wait_installs(Match&& match) {
-    while (committer_) {
-        bool pending = false;
-        for (const auto& [k, n] : installing_) {
-            if (n > 0 && match(k)) {
-                pending = true;
-                break;
-            }
-        }
-        if (!pending) return;
+template <typename Pending>
+void Engine::Worker::wait_installs(Pending&& pending) {
+    while (committer_ && pending()) {
         submit_open(true);
         auto job = committer_->wait_one();
         if (!job) return;
@@ -273,7 +265,7 @@ Status Engine::Worker::on_frame(const FrameHeader& h, std::string_view path) {
     if (standby && h.type == FrameType::Append) {
         // An append extends the file a pending whole-file transfer of the same name installs.
         const std::string k = path_key(h.root, path);
-        wait_installs([&](const std::string& p) { return p == k; });
+        wait_installs([&] { return installing_.contains(k); });  // a lookup, not a scan
     }
     if (h.type == FrameType::File || h.type == FrameType::Append) applier_->begin(h, path);
     return {};
@@ -342,9 +334,11 @@ Status Engine::Worker::on_frame_end() {
             // Installs still pending at or under either name go first.
             const std::string_view to = rx_payload_;
             const bool rename = h.type == FrameType::Rename;
-            wait_installs([&](const std::string& k) {
-                return key_at_or_under(k, h.root, rx_path_) ||
-                       (rename && key_at_or_under(k, h.root, to));
+            wait_installs([&] {
+                return std::any_of(installing_.begin(), installing_.end(), [&](const auto& e) {
+                    return key_at_or_under(e.first, h.root, rx_path_) ||
+                           (rename && key_at_or_under(e.first, h.root, to));
+                });
             });
             if (cfg_.roots[h.root].mode == Mode::Sqlite) {
                 // No replica connection may outlive its file (replica.hpp).

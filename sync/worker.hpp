@@ -165,9 +165,9 @@ class Engine::Worker final : public FrameSink {
     void submit_open(bool force);
     void on_commit_done();
     void finish_commit(std::unique_ptr<CommitJob> job);
-    // Blocks until no file whose root+path satisfies `match` is still waiting to be installed.
-    template <typename Match>
-    void wait_installs(Match&& match);
+    // Finishes commit jobs until `pending()` (a look at installing_) is false.
+    template <typename Pending>
+    void wait_installs(Pending&& pending);
     void flush_commits();  // everything applied so far is durable and acknowledged-ready
 
     Engine& e_;
