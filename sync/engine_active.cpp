@@ -108,15 +108,14 @@ std::string Engine::Worker::sqlite_wal_header(std::uint8_t root, const std::stri
 void Engine::Worker::sqlite_changed(std::uint8_t root, const std::string& db, std::uint64_t now) {
     const std::string k = path_key(root, db);
     const std::string hdr = sqlite_wal_header(root, db);
+    auto w = sqlite_watch_.try_emplace(k, SqliteWatch{now, 0, 0}).first;
     if (!hdr.empty()) {
         auto it = sqlite_hdr_.find(k);
         if (it == sqlite_hdr_.end() || it->second != hdr) {
-            // Committed already (we were woken after the writer finished).
+            // Committed already (we were woken after the writer finished). Keep watching for
+            // the rest of a burst, but the queued snapshot covers the past.
             (void)queue_.push_sync(root, db, now, true);
-            if (auto w = sqlite_watch_.find(k); w != sqlite_watch_.end()) {
-                // Keep watching for the rest of a burst, but the queued snapshot covers the past.
-                w->second.first_seen_ns = now;
-            }
+            w->second.first_seen_ns = now;
         }
     } else {
         // No wal-index to read (rollback journal, or not a database): snapshot now and once
@@ -124,8 +123,6 @@ void Engine::Worker::sqlite_changed(std::uint8_t root, const std::string& db, st
         // busy-waiting on its lock until it is done.
         (void)queue_.push_sync(root, db, now, true);
     }
-    auto [w, fresh] = sqlite_watch_.try_emplace(k, SqliteWatch{now, 0, 0});
-    if (fresh) w->second.first_seen_ns = now;
     w->second.next_check_ns = now + kSqliteCheckNs;
     w->second.deadline_ns = now + kSqliteSettleNs;
 }
