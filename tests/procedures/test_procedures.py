@@ -236,10 +236,12 @@ class Procedures(unittest.TestCase):
         self.assertFalse(self.lab.status("a")["service"]["running"])
 
     def wait_probe_answers(self, box):
-        # The probe must have had answers: a PBX that never answered is still starting.
-        self.lab.wait(f"{box}'s PBX answering the SIP probe",
-                      lambda: (self.lab.status(box) or {}).get("service", {}).get("probe", {})
-                      .get("sent", 0) > 5, 15)
+        # The probe must have had answers: a PBX that never answered is still starting. After
+        # several probes, no failure in a row means the last ones were answered.
+        def answering():
+            probe = (self.lab.status(box) or {}).get("service", {}).get("probe", {})
+            return probe.get("sent", 0) > 5 and probe.get("consecutive_failures", 1) == 0
+        self.lab.wait(f"{box}'s PBX answering the SIP probe", answering, 15)
 
     def test_pbx_deadlock_seen_by_the_sip_probe_hands_over(self):
         # Guide Table 1, Software Fault Switch: "deadlock ... will trigger failover".
