@@ -21,6 +21,7 @@ pins and processes (it ends only processes it started, by PID / process group).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.machinery
 import json
 import os
@@ -508,7 +509,7 @@ def run_cell(sysm: System, kind: str, reps: int, work: Path, cpu: int | None, en
             box = sysm.lab.wait("an active box", sysm.active, 30, 0.02)
             new_mac = MACS[other(box)]["lan0"]
             drops_before = sysm.lan_drops(other(box))
-            fault_wall = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1e6) % 1000000:06d}"
+            fault_wall = datetime.datetime.now().strftime("%H:%M:%S.%f")  # one clock reading
             t0 = sysm.fault(kind, box)
             got = w.wait_first(new_mac, t0, time.monotonic() + sysm.deadline_s)
             time.sleep(dwell_s)  # keep watching: the old box must stay silent afterwards
