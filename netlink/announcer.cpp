@@ -5,8 +5,6 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
-#include <net/if_arp.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -16,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "common/log.hpp"
+#include "netlink/carrier.hpp"
 #include "netlink/frames.hpp"
 
 namespace ha::nl {
@@ -46,14 +45,9 @@ Result<Announcer> Announcer::create(int ifindex) {
     // Protocol 0: the socket can send but receives nothing until a probe binds it.
     UniqueFd sock(::socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!sock) return last_errno("socket AF_PACKET");
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, name, sizeof name);
-    if (::ioctl(sock.get(), SIOCGIFHWADDR, &ifr) < 0)
-        return last_errno(fmt::format("SIOCGIFHWADDR {}", name));
-    if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER)
-        return fail(fmt::format("announcer: {} is not an Ethernet interface", name));
-    MacAddr mac;
-    std::memcpy(mac.bytes.data(), ifr.ifr_hwaddr.sa_data, 6);
+    auto hw = hw_address(sock.get(), name);
+    if (!hw) return unexpected(hw.error().wrap("announcer"));
+    const MacAddr mac = *hw;
 
     sock_fprog prog{static_cast<unsigned short>(kNdArpFilter.size()),
                     const_cast<sock_filter*>(kNdArpFilter.data())};  // NOLINT: the API is not const

@@ -3,6 +3,7 @@
 #include <linux/ethtool.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -41,14 +42,20 @@ Result<bool> CarrierProbe::running(const std::string& ifname) const {
     return link.data != 0;
 }
 
-Result<MacAddr> CarrierProbe::mac(const std::string& ifname) const {
+Result<MacAddr> hw_address(int fd, const std::string& ifname) {
     auto req = request_for(ifname);
     if (!req) return unexpected(req.error());
     ifreq& ifr = *req;
-    if (::ioctl(fd_.get(), SIOCGIFHWADDR, &ifr) != 0) return last_errno("SIOCGIFHWADDR " + ifname);
+    if (::ioctl(fd, SIOCGIFHWADDR, &ifr) != 0) return last_errno("SIOCGIFHWADDR " + ifname);
+    if (ifr.ifr_hwaddr.sa_family != ARPHRD_ETHER)
+        return fail(fmt::format("{} is not an Ethernet interface", ifname));
     MacAddr m;
     std::memcpy(m.bytes.data(), ifr.ifr_hwaddr.sa_data, m.bytes.size());
     return m;
+}
+
+Result<MacAddr> CarrierProbe::mac(const std::string& ifname) const {
+    return hw_address(fd_.get(), ifname);
 }
 
 }  // namespace ha::nl

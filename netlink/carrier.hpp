@@ -17,12 +17,16 @@
 
 namespace ha::nl {
 
+// The Ethernet address of `ifname` (SIOCGIFHWADDR, on any socket `fd`). Errors: no such
+// interface, or one that is not Ethernet.
+Result<MacAddr> hw_address(int fd, const std::string& ifname);
+
 class CarrierProbe {
   public:
     static Result<CarrierProbe> create();
     // True when `ifname` is administratively up and has carrier. Errors: no such interface.
     [[nodiscard]] Result<bool> running(const std::string& ifname) const;
-    // The NIC's hardware address (SIOCGIFHWADDR).
+    // The NIC's Ethernet address (hw_address()).
     [[nodiscard]] Result<MacAddr> mac(const std::string& ifname) const;
 
   private:
