@@ -158,12 +158,22 @@ void print(std::string_view text) {
     std::fwrite(text.data(), 1, text.size(), stdout);
 }
 
-// A bad command line: the message on stderr, and with --json the same as {"ok": false, ...} on
+// An error: `shown` on stderr, and with --json {"ok": false, "error": message, ...extra} on
 // stdout, so a script reading stdout gets JSON whatever went wrong.
+int report_error(bool json_out, int code, const std::string& message, const std::string& shown,
+                 json extra = json::object()) {
+    if (json_out) {
+        extra["ok"] = false;
+        extra["error"] = message;
+        print(extra.dump(2) + "\n");
+    }
+    std::fprintf(stderr, "fcm-hactl: %s\n", shown.c_str());
+    return code;
+}
+
+// A bad command line.
 int usage_error(bool json_out, const std::string& message) {
-    if (json_out) print(json{{"ok", false}, {"error", message}}.dump(2) + "\n");
-    std::fprintf(stderr, "fcm-hactl: %s (see fcm-hactl --help)\n", message.c_str());
-    return kExitUsage;
+    return report_error(json_out, kExitUsage, message, message + " (see fcm-hactl --help)");
 }
 int usage_error(const Cli& cli, const std::string& message) {
     return usage_error(cli.json, message);
@@ -340,9 +350,8 @@ int config_check(const Cli& cli, const std::string& file) {
 
 int keygen(const Cli& cli, const std::string& file) {
     auto failed = [&](const std::string& message) {
-        if (cli.json) print(json{{"ok", false}, {"file", file}, {"error", message}}.dump(2) + "\n");
-        std::fprintf(stderr, "fcm-hactl: keygen: %s\n", message.c_str());
-        return kExitFailed;
+        return report_error(cli.json, kExitFailed, message, "keygen: " + message,
+                            json{{"file", file}});
     };
     if (!cli.force && ::access(file.c_str(), F_OK) == 0) {
         return failed(file +
@@ -474,10 +483,10 @@ int run(const Cli& cli) {
     return usage_error(cli, "unknown command '" + cmd + "'");
 }
 
-int hactl_main(int argc, char** argv) {
+// json_out: --json anywhere on the line (it may follow a bad argument; the error is JSON too).
+int hactl_main(int argc, char** argv, bool json_out) {
     Cli cli;
-    // --json may follow the bad argument: look for it first, so the error is JSON too.
-    for (int i = 1; i < argc; ++i) cli.json = cli.json || std::string_view(argv[i]) == "--json";
+    cli.json = json_out;
     if (auto err = parse_args(argc, argv, cli); !err.empty()) return usage_error(cli, err);
     if (!cli.args.empty() && cli.args[0] == "help") {
         cli.help = true;
@@ -508,14 +517,12 @@ int main(int argc, char** argv) {
     bool json_out = false;
     for (int i = 1; i < argc; ++i) json_out = json_out || std::string_view(argv[i]) == "--json";
     auto report = [&](const std::string& message, int code) {
-        if (json_out) print(json{{"ok", false}, {"error", message}}.dump(2) + "\n");
-        std::fprintf(stderr, "fcm-hactl: %s\n", message.c_str());
-        return code;
+        return report_error(json_out, code, message, message);
     };
     // nlohmann::json throws on an answer of the wrong shape ({"ok": "yes"}): that is the agent
     // talking nonsense (exit 4), not a reason for the CLI to abort with a core dump.
     try {
-        return hactl_main(argc, argv);
+        return hactl_main(argc, argv, json_out);
     } catch (const json::exception& e) {
         return report(std::string("malformed answer from the agent: ") + e.what(), kExitComm);
     } catch (const std::exception& e) {
