@@ -279,10 +279,8 @@ int agent_call(const Cli& cli, const json& request, std::chrono::milliseconds de
     if (!answer) {
         const auto& e = answer.error();
         bool down = ha::api::is_not_running(e);
-        std::string msg = down ? e.context : e.message();
-        if (cli.json) print(json{{"ok", false}, {"error", msg}}.dump(2) + "\n");
-        std::fprintf(stderr, "fcm-hactl: %s\n", msg.c_str());
-        return down ? kExitNotRunning : kExitComm;
+        const std::string msg = down ? e.context : e.message();
+        return report_error(cli.json, down ? kExitNotRunning : kExitComm, msg, msg);
     }
     const json& a = *answer;
     bool ok = a.value("ok", false);
