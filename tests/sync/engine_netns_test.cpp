@@ -308,6 +308,50 @@ TEST_F(SyncPair, InitialSyncMovesOnlyWhatDiffersAndDeletesExtras) {
     EXPECT_GT(st.full_backup.last_time_ms, 0);
 }
 
+TEST_F(SyncPair, FullBackupStatusShowsProgressWhileInProgress) {
+    // The guide's Full Backup Status: "In progress" with files, bytes, rate and ETA while the
+    // standby's initial sync (a backup in the backup log) runs; Idle and a result after it.
+    constexpr int kFiles = 256;
+    constexpr std::size_t kSize = 2 << 20;
+    std::string body(kSize, 'b');
+    for (int i = 0; i < kFiles; ++i) {
+        body[0] = static_cast<char>('a' + i % 26);
+        write_text(A(fmt::format("vm/rec{}.wav", i)), body);
+    }
+    start_active();
+    start_standby();
+    FullBackupStatus mid;
+    bool seen = false;
+    bool midway = false;
+    const auto end = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < end) {
+        drain();
+        const auto fb = active_->status().full_backup;
+        if (fb.in_progress) {
+            seen = true;
+            if (fb.bytes_done > 0 && fb.bytes_done < fb.bytes_total && fb.rate_Bps > 0) {
+                mid = fb;
+                midway = true;
+            }
+        } else if (seen && fb.last_result != BackupResult::None) {
+            break;
+        }
+        std::this_thread::sleep_for(1ms);
+    }
+    ASSERT_TRUE(seen) << "never In progress: " << describe();
+    ASSERT_TRUE(midway) << "no observation with progress and a rate";
+    EXPECT_EQ(mid.files_total, static_cast<std::uint64_t>(kFiles));
+    EXPECT_EQ(mid.bytes_total, kFiles * kSize);
+    EXPECT_LE(mid.files_done, mid.files_total);
+    // ETA: what is left at the measured rate, in whole seconds (the fields are read one by one,
+    // so allow for a publish between two of them): never more than all of it at that rate.
+    EXPECT_LE(mid.eta_s, mid.bytes_total / mid.rate_Bps + 1);
+    const auto done = active_->status().full_backup;
+    EXPECT_FALSE(done.in_progress);
+    EXPECT_EQ(done.last_result, BackupResult::Success);
+    EXPECT_GT(done.last_time_ms, 0);
+}
+
 TEST_F(SyncPair, KeepalivesNeverLandInsideAPayload) {
     io_timeout_ = 200ms;  // a ping every 50 ms, many of them during each large payload
     start_both();
