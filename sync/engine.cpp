@@ -292,7 +292,8 @@ void Engine::Worker::run() {
         if (!sqlite_watch_.empty()) {
             const std::uint64_t t = mono_ns();
             for (const auto& [k, w] : sqlite_watch_) {
-                const std::uint64_t due = std::min(w.next_check_ns, w.deadline_ns);
+                const std::uint64_t due =
+                    w.settled ? w.next_check_ns : std::min(w.next_check_ns, w.deadline_ns);
                 wait_ns = std::min(wait_ns, due > t ? due - t : 0);
             }
         }
@@ -489,7 +490,7 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     // watcher events not read yet: "drained" must not be claimed while a change that was made
     // before this moment is still in the inotify queue (only looked at when nothing else is
     // pending, to keep the syscall off the busy path).
-    std::size_t queued = queue_.size() + sqlite_watch_.size();
+    std::size_t queued = queue_.size() + sqlite_pending();
     if (queued == 0 && outstanding_.size() == outstanding_pings_ && watcher_) {
         int unread = 0;
         if (::ioctl(watcher_->fd().get(), FIONREAD, &unread) == 0 && unread > 0) queued = 1;
@@ -506,7 +507,7 @@ void Engine::Worker::publish(std::uint64_t now, bool full) {
     last_publish_ns_ = now;
     std::uint64_t oldest = queue_.oldest_ns();
     for (const auto& [k, w] : sqlite_watch_)
-        oldest = oldest == 0 ? w.first_seen_ns : std::min(oldest, w.first_seen_ns);
+        if (!w.settled) oldest = oldest == 0 ? w.first_seen_ns : std::min(oldest, w.first_seen_ns);
     if (!outstanding_.empty()) {
         const auto o = outstanding_.front().first_seen_ns;
         oldest = oldest == 0 ? o : std::min(oldest, o);

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/clock.hpp"
@@ -26,9 +27,14 @@ constexpr std::uint64_t kMaxOutstandingBytes = 256ULL << 20;
 constexpr std::uint64_t kResyncDelayNs = 1'000'000'000;
 constexpr std::size_t kMaxWriting = 1u << 16;
 // After a write to a database, how often its wal-index header is looked at, and when a snapshot is
-// taken regardless (a commit writes its frames within microseconds; 2 ms is generous).
+// taken regardless (a header we cannot read, a change that moves no header). A commit makes its
+// frames visible only after it has fsynced them (synchronous=FULL), which a busy disk can stretch
+// far past the settle time: the header is then looked at for `kSqliteLateCommitNs` more, less
+// often as time goes on (a tenth of the time since the write, 150 us to 10 ms).
 constexpr std::uint64_t kSqliteCheckNs = 150'000;
 constexpr std::uint64_t kSqliteSettleNs = 2'000'000;
+constexpr std::uint64_t kSqliteLateCommitNs = 10'000'000'000;
+constexpr std::uint64_t kSqliteLateCheckMaxNs = 10'000'000;
 // Whole files from this size on are hashed while they are sent (checksum trailer, wire.hpp).
 constexpr std::uint64_t kTrailerMinBytes = 1ULL << 20;
 constexpr std::size_t kMaxOpenSources = 256;
@@ -108,7 +114,8 @@ std::string Engine::Worker::sqlite_wal_header(std::uint8_t root, const std::stri
 void Engine::Worker::sqlite_changed(std::uint8_t root, const std::string& db, std::uint64_t now) {
     const std::string k = path_key(root, db);
     const std::string hdr = sqlite_wal_header(root, db);
-    auto w = sqlite_watch_.try_emplace(k, SqliteWatch{now, 0, 0}).first;
+    auto w = sqlite_watch_.try_emplace(k, SqliteWatch{now, 0, 0, false}).first;
+    if (w->second.settled) w->second = SqliteWatch{now, 0, 0, false};  // a new write
     if (!hdr.empty()) {
         auto it = sqlite_hdr_.find(k);
         if (it == sqlite_hdr_.end() || it->second != hdr) {
@@ -127,24 +134,43 @@ void Engine::Worker::sqlite_changed(std::uint8_t root, const std::string& db, st
     w->second.deadline_ns = now + kSqliteSettleNs;
 }
 
+std::size_t Engine::Worker::sqlite_pending() const {
+    return static_cast<std::size_t>(
+        std::count_if(sqlite_watch_.begin(), sqlite_watch_.end(),
+                      [](const auto& kv) { return !kv.second.settled; }));
+}
+
 void Engine::Worker::sqlite_timers(std::uint64_t now) {
     for (auto it = sqlite_watch_.begin(); it != sqlite_watch_.end();) {
         auto& w = it->second;
-        if (now < w.next_check_ns && now < w.deadline_ns) {
+        if (now < w.next_check_ns && (w.settled || now < w.deadline_ns)) {
             ++it;
             continue;
         }
         const auto root = static_cast<std::uint8_t>(it->first[0]);
         const std::string db = it->first.substr(1);
-        const std::string hdr = now < w.deadline_ns ? sqlite_wal_header(root, db) : std::string();
+        const std::string hdr = sqlite_wal_header(root, db);
         const auto last = sqlite_hdr_.find(it->first);
         const bool moved = !hdr.empty() && (last == sqlite_hdr_.end() || last->second != hdr);
-        if (moved || now >= w.deadline_ns) {
+        // Settled, the watch gives up at its deadline: a writer that died mid-commit never
+        // moves the header, and the next opener's recovery writes the files again.
+        const bool give_up = w.settled && now >= w.deadline_ns;
+        if (moved || (!w.settled && now >= w.deadline_ns)) {
             (void)queue_.push_sync(root, db, w.first_seen_ns, true);
+            if (moved || hdr.empty()) {
+                it = sqlite_watch_.erase(it);
+                continue;
+            }
+            // No commit visible yet: the snapshot covers what is, and the header is watched
+            // for the commit that may still come.
+            w.settled = true;
+            w.deadline_ns = w.first_seen_ns + kSqliteLateCommitNs;
+        } else if (give_up) {
             it = sqlite_watch_.erase(it);
             continue;
         }
-        w.next_check_ns = now + kSqliteCheckNs;
+        w.next_check_ns =
+            now + std::clamp((now - w.first_seen_ns) / 10, kSqliteCheckNs, kSqliteLateCheckMaxNs);
         ++it;
     }
 }

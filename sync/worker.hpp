@@ -199,17 +199,22 @@ class Engine::Worker final : public FrameSink {
     bool noatime_ = true;  // cleared when O_NOATIME is refused (not owner, no CAP_FOWNER)
     std::unordered_set<std::string> writing_;  // file-mode paths written to since their last close
     // sqlite: a -wal write is seen before its commit is visible to readers (the commit ends with
-    // an update of the wal-index header in the -shm, a memory write inotify does not see). After
-    // a write the header is looked at every 150 us and the snapshot taken as soon as it
-    // moves; a snapshot is taken anyway `kSqliteSettleNs` after the last write (rollback-journal
-    // databases, or a header we cannot read). Until then the change counts as queued, so
-    // "drained" (and the force switch) waits for it. A snapshot identical to the last one sent is
-    // not sent again.
+    // an update of the wal-index header in the -shm, a memory write inotify does not see, and
+    // with synchronous=FULL only after an fsync of the WAL). After a write the header is looked
+    // at every 150 us and the snapshot taken as soon as it moves; a snapshot is taken anyway
+    // `kSqliteSettleNs` after the last write (rollback-journal databases, a header we cannot
+    // read, a checkpoint), and until then the change counts as queued, so "drained" (and the
+    // force switch) waits for it. Past that the watch is `settled`: it keeps looking for a late
+    // commit (a slow fsync) for a while longer, without counting as queued, since everything
+    // committed is in the snapshot. A snapshot identical to the last one sent is not sent again.
     struct SqliteWatch {
         std::uint64_t first_seen_ns = 0;
         std::uint64_t next_check_ns = 0;
-        std::uint64_t deadline_ns = 0;
+        std::uint64_t deadline_ns = 0;  // settle time, then (settled) when to stop looking
+        bool settled = false;
     };
+    // Watches whose snapshot is not taken yet (the settled ones are not pending changes).
+    [[nodiscard]] std::size_t sqlite_pending() const;
     std::unordered_map<std::string, SqliteWatch> sqlite_watch_;       // root+db
     std::unordered_map<std::string, std::string> sqlite_hdr_;         // header at the last snapshot
     std::unordered_map<std::string, std::uint64_t> sqlite_sent_sum_;  // checksum of the last sent

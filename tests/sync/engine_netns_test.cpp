@@ -569,6 +569,88 @@ bool check_db(const std::string& path, std::int64_t& rows, std::string& why) {
     return ok;
 }
 
+// A VFS over the default one whose fsync of a -wal file takes `kSlowWalSync`: a commit whose WAL
+// write (seen by inotify) comes long before its wal-index header update (a memory write nobody
+// sees), as on a slow or busy disk. The default VFS's file object is used as it is; only its
+// methods table is swapped, for a copy whose xSync sleeps first.
+constexpr auto kSlowWalSync = 40ms;
+struct SlowWalVfs {
+    static inline sqlite3_vfs* base = nullptr;
+    static inline sqlite3_vfs vfs{};
+    static inline const sqlite3_io_methods* real = nullptr;
+    static inline sqlite3_io_methods slow{};
+
+    static int sync(sqlite3_file* f, int flags) {
+        std::this_thread::sleep_for(kSlowWalSync);
+        return real->xSync(f, flags);
+    }
+    static int open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out) {
+        const int rc = base->xOpen(base, name, f, flags, out);
+        if (rc != SQLITE_OK || (flags & SQLITE_OPEN_WAL) == 0 || f->pMethods == nullptr) return rc;
+        if (real == nullptr) {
+            real = f->pMethods;
+            slow = *real;
+            slow.xSync = &sync;
+        }
+        if (f->pMethods == real) f->pMethods = &slow;
+        return rc;
+    }
+    static const char* install() {
+        if (base == nullptr) {
+            base = sqlite3_vfs_find(nullptr);
+            vfs = *base;
+            vfs.zName = "slow-wal-sync";
+            vfs.pNext = nullptr;
+            vfs.xOpen = &open;
+            sqlite3_vfs_register(&vfs, 0);
+        }
+        return vfs.zName;
+    }
+};
+
+std::int64_t replica_rows(const std::string& path) {
+    std::int64_t rows = -1;
+    std::string why;
+    return check_db(path, rows, why) ? rows : -1;
+}
+
+TEST_F(SyncPair, SqliteCommitVisibleLongAfterItsWalWriteStillReachesTheStandby) {
+    fs::create_directories(A("db"));
+    sqlite3* w = nullptr;
+    ASSERT_EQ(sqlite3_open(A("db/pbx.db").c_str(), &w), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(w,
+                           "PRAGMA journal_mode=WAL; CREATE TABLE cdr(id INTEGER PRIMARY KEY, n "
+                           "INTEGER, pad TEXT);",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    start_both();
+    ASSERT_TRUE(settles([&] { return synced() && replica_rows(S("db/pbx.db")) == 0; }))
+        << describe();
+    // A second writer whose commits fsync the WAL slowly (synchronous=FULL syncs it before the
+    // header moves), like a PBX worker on a busy disk. Each commit is the only write for a while:
+    // nothing after it would wake the watcher again.
+    sqlite3* slow = nullptr;
+    ASSERT_EQ(sqlite3_open_v2(A("db/pbx.db").c_str(), &slow, SQLITE_OPEN_READWRITE,
+                              SlowWalVfs::install()),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(slow, "PRAGMA synchronous=FULL", nullptr, nullptr, nullptr), SQLITE_OK);
+    for (std::int64_t i = 1; i <= 3; ++i) {
+        // Five rows a transaction, as check_db() wants them.
+        ASSERT_EQ(sqlite3_exec(slow,
+                               "INSERT INTO cdr(n, pad) SELECT value, 'x' FROM "
+                               "(WITH RECURSIVE c(value) AS (SELECT 1 UNION ALL SELECT value + 1 "
+                               "FROM c WHERE value < 5) SELECT value FROM c)",
+                               nullptr, nullptr, nullptr),
+                  SQLITE_OK);
+        EXPECT_TRUE(settles([&] { return synced() && replica_rows(S("db/pbx.db")) == 5 * i; }, 5s))
+            << "commit " << i << ": the standby has " << replica_rows(S("db/pbx.db")) << " rows; "
+            << describe();
+        std::this_thread::sleep_for(100ms);
+    }
+    sqlite3_close(slow);
+    sqlite3_close(w);
+}
+
 TEST_F(SyncPair, SqliteUnderContinuousWritesIsAlwaysConsistentAndMovesForward) {
     fs::create_directories(A("db"));
     sqlite3* w = nullptr;
