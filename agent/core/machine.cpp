@@ -547,8 +547,17 @@ void Machine::consider_promotion(TimePoint now, Actions& out, bool on_evidence) 
         }
         return;
     }
-    // Peer silent on every path: promote only behind an ARP probe.
-    if (state_ == State::Standby) begin_probe("heartbeat lost on all paths", now, out);
+    if (state_ != State::Standby) return;
+    // Peer silent on every path. The guide's timeout is how long the peer has been silent on all
+    // of them: a path given up early (its NIC lost carrier) does not shorten it, so the last sign
+    // on any path counts, and the decision waits for it to be a timeout old.
+    if (peer_last_seen_ && now - *peer_last_seen_ < cfg_.timeout) {
+        deadline_ = *peer_last_seen_ + cfg_.timeout;
+        return;
+    }
+    if (detect_at_) detect_at_ = std::max(*detect_at_, now);  // decided now, not at the loss
+    // Promote only behind an ARP probe.
+    begin_probe("heartbeat lost on all paths", now, out);
 }
 
 void Machine::begin_probe(std::string reason, TimePoint now, Actions& out, bool careful) {

@@ -206,6 +206,7 @@ TEST(Machine, StandbyPromotesOnlyWhenBothPathsLostAndProbeClear) {
     Fixture f(c);
     f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});
     f.ev(EvPeerSeen{Path::Lan, peer(StationType::Primary, State::Active, 3)});
+    f.advance(7s);  // each path's loss is reported a timeout after its last reply
     auto a = f.ev(EvPeerLost{Path::Direct});
     EXPECT_EQ(f.m.state(), State::Standby);  // LAN path still answers: no promotion
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
@@ -215,6 +216,36 @@ TEST(Machine, StandbyPromotesOnlyWhenBothPathsLostAndProbeClear) {
     a = f.ev(EvArpProbeDone{false, {}});
     EXPECT_EQ(f.m.state(), State::Active);
     EXPECT_EQ(find<AcPersistTerm>(a)->term, 4u);  // term grows past the peer's
+}
+
+TEST(Machine, HeartbeatCarrierLossDoesNotShortenTheTimeout) {
+    // Guide Table 1: the standby takes over once the active "has been disconnected for this
+    // period". The direct path is given up at once when the heartbeat NIC loses carrier, and the
+    // LAN path (probed less often) can report its loss a timeout after a reply older than the
+    // last direct one: the peer's silence on every path must still be a whole timeout.
+    MachineConfig c = cfg(StationType::Secondary);
+    c.has_lan_path = true;
+    Fixture f(c);
+    f.ev(EvPeerSeen{Path::Lan, peer(StationType::Primary, State::Active, 3)});
+    f.now += 2s;
+    f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 3)});  // last sign
+    f.now += 100ms;
+    auto a = f.ev(EvPeerLost{Path::Direct});  // carrier lost
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    f.now += 4900ms;  // 7 s after the last LAN reply, 5 s after the last direct one
+    a = f.ev(EvPeerLost{Path::Lan});
+    EXPECT_FALSE(has<AcProbeClusterIp>(a)) << "only 5 s of silence";
+    EXPECT_EQ(f.m.state(), State::Standby);
+    ASSERT_TRUE(f.m.next_deadline());
+    EXPECT_EQ(*f.m.next_deadline() - TimePoint{}, 9s) << "the last sign + the timeout";
+    a = f.advance(1999ms);
+    EXPECT_FALSE(has<AcProbeClusterIp>(a));
+    a = f.advance(1ms);
+    ASSERT_TRUE(has<AcProbeClusterIp>(a)) << "7 s after the last sign on any path";
+    a = f.ev(EvArpProbeDone{false, {}});
+    EXPECT_EQ(f.m.state(), State::Active);
+    ASSERT_TRUE(has<AcLog>(a));
+    EXPECT_EQ(find<AcLog>(a)->detection, 7s);
 }
 
 TEST(Machine, FlappingHeartbeatRaisesOneAlertAndOneRestoreAfterItSettles) {
@@ -319,6 +350,7 @@ TEST(Machine, FaultyStandbyNeverTakesOver) {
     Fixture f(cfg(StationType::Secondary));
     f.ev(EvPeerSeen{Path::Direct, peer(StationType::Primary, State::Active, 1)});
     f.ev(EvFault{FaultKind::Hardware, true, "lan0 carrier down"});
+    f.now += 7s;  // the loss is reported a timeout after the last reply
     auto a = f.ev(EvPeerLost{Path::Direct});
     EXPECT_FALSE(has<AcProbeClusterIp>(a));
     a = f.ev(EvFault{FaultKind::Hardware, false, "lan0 carrier up"});
