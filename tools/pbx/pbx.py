@@ -18,7 +18,8 @@ need it):
 
 Kamailio listens only on the cluster IP (udp and tcp :5060, the same socket strings on both boxes)
 with registrations (usrloc) and dialogs in kamailio.sqlite and accounting in acc.sqlite under
-/srv/fcm-pbx/db, the lab's sqlite-mode sync root: the standby's copy is what its Kamailio loads when it starts on takeover.
+/srv/fcm-pbx/db, the lab's sqlite-mode sync root: the standby's copy is what its Kamailio loads
+when it starts on takeover.
 """
 from __future__ import annotations
 
