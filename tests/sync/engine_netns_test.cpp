@@ -569,6 +569,27 @@ bool check_db(const std::string& path, std::int64_t& rows, std::string& why) {
     return ok;
 }
 
+// A WAL database with the cdr table check_db() reads, open for writing (nullptr on failure).
+sqlite3* create_cdr_db(const std::string& path) {
+    fs::create_directories(fs::path(path).parent_path());
+    sqlite3* w = nullptr;
+    if (sqlite3_open(path.c_str(), &w) != SQLITE_OK) {
+        ADD_FAILURE() << "open " << path << ": " << sqlite3_errmsg(w);
+        sqlite3_close(w);
+        return nullptr;
+    }
+    sqlite3_busy_timeout(w, 5000);
+    if (sqlite3_exec(w,
+                     "PRAGMA journal_mode=WAL; CREATE TABLE cdr(id INTEGER PRIMARY KEY, n "
+                     "INTEGER, pad TEXT);",
+                     nullptr, nullptr, nullptr) != SQLITE_OK) {
+        ADD_FAILURE() << "create " << path << ": " << sqlite3_errmsg(w);
+        sqlite3_close(w);
+        return nullptr;
+    }
+    return w;
+}
+
 // A VFS over the default one whose fsync of a -wal file takes `kSlowWalSync`: a commit whose WAL
 // write (seen by inotify) comes long before its wal-index header update (a memory write nobody
 // sees), as on a slow or busy disk. The default VFS's file object is used as it is; only its
@@ -615,14 +636,8 @@ std::int64_t replica_rows(const std::string& path) {
 }
 
 TEST_F(SyncPair, SqliteCommitVisibleLongAfterItsWalWriteStillReachesTheStandby) {
-    fs::create_directories(A("db"));
-    sqlite3* w = nullptr;
-    ASSERT_EQ(sqlite3_open(A("db/pbx.db").c_str(), &w), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(w,
-                           "PRAGMA journal_mode=WAL; CREATE TABLE cdr(id INTEGER PRIMARY KEY, n "
-                           "INTEGER, pad TEXT);",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
+    sqlite3* w = create_cdr_db(A("db/pbx.db"));
+    ASSERT_NE(w, nullptr);
     start_both();
     ASSERT_TRUE(settles([&] { return synced() && replica_rows(S("db/pbx.db")) == 0; }))
         << describe();
@@ -652,15 +667,8 @@ TEST_F(SyncPair, SqliteCommitVisibleLongAfterItsWalWriteStillReachesTheStandby) 
 }
 
 TEST_F(SyncPair, SqliteUnderContinuousWritesIsAlwaysConsistentAndMovesForward) {
-    fs::create_directories(A("db"));
-    sqlite3* w = nullptr;
-    ASSERT_EQ(sqlite3_open(A("db/pbx.db").c_str(), &w), SQLITE_OK);
-    sqlite3_busy_timeout(w, 5000);
-    ASSERT_EQ(sqlite3_exec(w,
-                           "PRAGMA journal_mode=WAL; CREATE TABLE cdr(id INTEGER PRIMARY KEY, n "
-                           "INTEGER, pad TEXT);",
-                           nullptr, nullptr, nullptr),
-              SQLITE_OK);
+    sqlite3* w = create_cdr_db(A("db/pbx.db"));
+    ASSERT_NE(w, nullptr);
     start_both();
     std::atomic<bool> stop{false};
     std::atomic<std::int64_t> committed{0};
