@@ -627,13 +627,22 @@ TEST(Machine, AFreshReplyAfterAPauseClearsTheHungSuspicion) {
     EXPECT_EQ(f.m.state(), State::Standby);
 }
 
+namespace {
+// A path whose first request (seq 1, sent at time zero) was answered `rtt` later.
+Liveness answered_once(Duration timeout, Duration max_gap, Duration rtt) {
+    Liveness l(timeout, max_gap);
+    l.sent(1, TimePoint{});
+    l.replied(1, TimePoint{} + rtt);
+    (void)l.update(TimePoint{} + rtt);
+    return l;
+}
+}  // namespace
+
 TEST(Liveness, NoCheckIsDueOnceThePeerIsLost) {
     // A check time left in the past would wake the loop again and again while the peer is gone.
-    Liveness l(7s);
+    Liveness l = answered_once(7s, Duration::max(), 1ms);
+    ASSERT_TRUE(l.alive());
     TimePoint t{};
-    l.sent(1, t);
-    l.replied(1, t + 1ms);
-    ASSERT_TRUE(l.update(t + 1ms).value_or(false));
     std::uint64_t seq = 1;
     for (auto at = t + 1s; at <= t + 9s; at += 700ms) l.sent(++seq, at);
     EXPECT_EQ(l.next_check(t + 2s), t + 1ms + 7s) << "a timeout after the last sign of life";
@@ -646,11 +655,9 @@ TEST(Liveness, NoCheckIsDueOnceThePeerIsLost) {
 TEST(Liveness, APauseInOurOwnSendingIsNoEvidence) {
     // The whole machine stopped for 30 ms (host steal): the replies to what we sent just before
     // may not have been read yet. A 1 ms watch starts again after the pause.
-    Liveness l(1ms, 500us);
+    Liveness l = answered_once(1ms, 500us, 20us);
+    ASSERT_TRUE(l.alive());
     TimePoint t{};
-    l.sent(1, t);
-    l.replied(1, t + 20us);
-    ASSERT_TRUE(l.update(t + 20us).value_or(false));
     l.sent(2, t + 100us);
     l.sent(3, t + 200us);
     // ... the machine stalls here ...
@@ -667,11 +674,9 @@ TEST(Liveness, APauseInOurOwnSendingIsNoEvidence) {
 TEST(Liveness, APeerGoneIsLostEvenWhenATimeoutHoldsMoreRequestsThanAreKept) {
     // 1 s timeout, a request every 100 us: 10 000 requests per timeout, more than the record
     // keeps. Trimming the oldest must not move the start of the silence being judged.
-    Liveness l(1s, 500ms);
+    Liveness l = answered_once(1s, 500ms, 20us);
+    ASSERT_TRUE(l.alive());
     TimePoint t{};
-    l.sent(1, t);
-    l.replied(1, t + 20us);
-    ASSERT_TRUE(l.update(t + 20us).value_or(false));
     std::uint64_t seq = 1;
     TimePoint at = t;
     while (at < t + 1s) {
@@ -688,11 +693,9 @@ TEST(Liveness, APeerGoneIsLostEvenWhenATimeoutHoldsMoreRequestsThanAreKept) {
 }
 
 TEST(Liveness, ThePeerGoneWhileWeKeepSendingIsLost) {
-    Liveness l(1ms, 500us);
+    Liveness l = answered_once(1ms, 500us, 20us);
+    ASSERT_TRUE(l.alive());
     TimePoint t{};
-    l.sent(1, t);
-    l.replied(1, t + 20us);
-    ASSERT_TRUE(l.update(t + 20us).value_or(false));
     std::uint64_t seq = 1;
     for (auto at = t + 100us; at <= t + 1100us; at += 100us) l.sent(++seq, at);
     EXPECT_TRUE(l.lost(t + 1100us));
@@ -712,11 +715,9 @@ TEST(Liveness, ThePeersOwnRequestsAreLife) {
 TEST(Liveness, ThousandsOfUnansweredRequestsKeepTheWatchBounded) {
     // With the peer gone the prober keeps sending: the oldest requests are dropped, the verdict
     // stays "lost", and the watch still starts at the oldest request kept.
-    Liveness l(1ms, 500us);
+    Liveness l = answered_once(1ms, 500us, 20us);
+    ASSERT_TRUE(l.alive());
     TimePoint t{};
-    l.sent(1, t);
-    l.replied(1, t + 20us);
-    ASSERT_TRUE(l.update(t + 20us).value_or(false));
     std::uint64_t seq = 1;
     TimePoint at = t;
     for (int i = 0; i < 10000; ++i) l.sent(++seq, at += 100us);
