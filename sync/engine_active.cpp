@@ -152,9 +152,6 @@ void Engine::Worker::sqlite_timers(std::uint64_t now) {
         const std::string hdr = sqlite_wal_header(root, db);
         const auto last = sqlite_hdr_.find(it->first);
         const bool moved = !hdr.empty() && (last == sqlite_hdr_.end() || last->second != hdr);
-        // Settled, the watch gives up at its deadline: a writer that died mid-commit never
-        // moves the header, and the next opener's recovery writes the files again.
-        const bool give_up = w.settled && now >= w.deadline_ns;
         if (moved || (!w.settled && now >= w.deadline_ns)) {
             (void)queue_.push_sync(root, db, w.first_seen_ns, true);
             if (moved || hdr.empty()) {
@@ -165,7 +162,9 @@ void Engine::Worker::sqlite_timers(std::uint64_t now) {
             // for the commit that may still come.
             w.settled = true;
             w.deadline_ns = w.first_seen_ns + kSqliteLateCommitNs;
-        } else if (give_up) {
+        } else if (w.settled && now >= w.deadline_ns) {
+            // Given up: a writer that died mid-commit never moves the header, and the next
+            // opener's recovery writes the files again.
             it = sqlite_watch_.erase(it);
             continue;
         }
