@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "common/duration.hpp"
 #include "common/log.hpp"
 #include "common/sockaddr.hpp"
 
@@ -454,6 +455,11 @@ void Heartbeat::on_timer(TimePoint now) {
         const auto ps = static_cast<std::size_t>(path);
         if (!peer_addr_[ps]) continue;
         if (auto changed = live_[ps].update(now); changed && !*changed) {
+            const auto life = live_[ps].last_life();
+            log::info("hb", "{} path lost: no sign of the peer {} while asking every {}",
+                      path == kDirect ? "direct" : "LAN",
+                      life ? "for " + format_duration(now - *life) : std::string("yet"),
+                      format_duration(interval_[ps]));
             sink_.lost(static_cast<core::Path>(path));
         }
     }
