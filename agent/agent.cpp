@@ -38,6 +38,7 @@
 #include "netlink/announcer.hpp"
 #include "netlink/carrier.hpp"
 #include "netlink/link_monitor.hpp"
+#include "netlink/napi.hpp"
 
 namespace ha {
 
@@ -134,6 +135,11 @@ struct Agent::Impl {
     std::optional<nl::Announcer> ann;
     std::optional<nl::CarrierProbe> carrier;
     TimePoint next_carrier_poll{};
+    // With ha.prober_cpu: the heartbeat and LAN NICs' NAPI threads, kept on the prober's CPU.
+    std::optional<nl::NapiControl> napi;
+    TimePoint next_napi_check{};
+    std::string napi_problem[2];        // last warning per NIC, so a lasting one is logged once
+    json napi_status = json::object();  // per NIC: where its NAPI threads run, or why not
     // The cluster IP is added with a lifetime the loop keeps renewing (see renew_cluster_ip()).
     std::uint32_t addr_lifetime_s = 0;
     TimePoint next_addr_renew{};
@@ -212,6 +218,7 @@ struct Agent::Impl {
     void on_link_event(const nl::MonitorEvent& ev);
     void on_carrier(int ifindex, bool up);
     void poll_carrier(TimePoint now);
+    void place_napi(TimePoint now, bool at_once);
     void renew_cluster_ip(TimePoint now);
     void on_service_exit();
     int loop();
@@ -446,6 +453,38 @@ void Agent::Impl::poll_carrier(TimePoint now) {
     }
 }
 
+// The NICs' receive processing on the prober's CPU (see netlink/napi.hpp): checked every few
+// seconds, and at once when a NIC comes up (a veth's NAPI instances and their threads are new
+// after every down and up). One priority above the prober, as softirq was above every thread:
+// the prober's own work (a status request, a sync poll) takes a millisecond at times, and
+// replies must not wait behind it. A flood stays bounded by NAPI's budget and the kernel's
+// real-time throttling, as it was in softirq.
+void Agent::Impl::place_napi(TimePoint now, bool at_once) {
+    if (!napi || (!at_once && now < next_napi_check)) return;
+    next_napi_check = now + std::chrono::seconds(2);
+    const int prio = std::min(99, cfg.prober_rt_priority + 1);
+    std::size_t i = 0;
+    for (const auto& [ifindex, name] : {std::pair{hb_ifindex, cfg.heartbeat_interface},
+                                        std::pair{lan_ifindex, cfg.lan_interface}}) {
+        std::string& problem = napi_problem[i++];
+        if (ifindex == 0 || name.empty()) continue;
+        auto r = napi->pin_threads(name, ifindex, cfg.prober_cpu, prio);
+        if (!r) {
+            if (r.error().message() != problem)
+                log::warn("agent", "{}; its receive processing stays in softirq",
+                          r.error().message());
+            problem = r.error().message();
+            napi_status[name] = "softirq: " + problem;
+            continue;
+        }
+        problem.clear();
+        napi_status[name] = fmt::format("threads on CPU {} at SCHED_FIFO {}", cfg.prober_cpu, prio);
+        if (*r > 0)
+            log::info("agent", "{}: NAPI threads on CPU {} at SCHED_FIFO {} ({} moved)", name,
+                      cfg.prober_cpu, prio, *r);
+    }
+}
+
 // The kernel's own dead man's switch for the cluster IP: the address carries a lifetime of a few
 // heartbeat timeouts (3 s at least) that only a living agent renews. A box whose agent died or
 // hangs drops the address by itself even where no BPF fence runs (the user-space responder), so
@@ -461,6 +500,8 @@ void Agent::Impl::on_link_event(const nl::MonitorEvent& ev) {
     if (const auto* le = std::get_if<nl::LinkEvent>(&ev)) {
         const auto& l = le->link;
         on_carrier(l.ifindex, l.running() && !l.removed);
+        if (l.running() && !l.removed && (l.ifindex == hb_ifindex || l.ifindex == lan_ifindex))
+            place_napi(Clock::now(), true);
     } else if (const auto* ae = std::get_if<nl::AddrEvent>(&ev)) {
         if (ae->addr.removed && ae->addr.ifindex == lan_ifindex && cfg.cluster_ip &&
             ae->addr.prefix.addr == cfg.cluster_ip->addr && machine->serving()) {
@@ -783,6 +824,7 @@ json Agent::Impl::status_json() {
         h["mode"] = hb->mode();
         h["interface"] = cfg.heartbeat_interface;
         if (cfg.prober_cpu >= 0) h["prober_cpu"] = cfg.prober_cpu;
+        if (napi) h["napi"] = napi_status;
         h["interval_us"] =
             std::chrono::duration_cast<std::chrono::microseconds>(cfg.effective_interval()).count();
         h["timeout_us"] =
@@ -1015,6 +1057,13 @@ int Agent::Impl::loop() {
                       std::strerror(errno));
         else
             log::info("agent", "prober pinned to CPU {}", cfg.prober_cpu);
+        if (cfg.prober_rt_priority > 0) {
+            if (auto n = nl::NapiControl::open())
+                napi.emplace(std::move(*n));
+            else
+                log::warn("agent", "NAPI threads stay where they are: {}", n.error().message());
+            place_napi(Clock::now(), true);
+        }
     }
     sig_op = std::make_unique<PollOp>(ring, [this](int) {
         signalfd_siginfo si{};
@@ -1097,6 +1146,7 @@ int Agent::Impl::loop() {
             }
         }
         poll_carrier(now);
+        place_napi(now, false);
         renew_cluster_ip(now);
         if (auto d = svc.kill_deadline(); d && now >= *d) svc.on_deadline(now);
         keep_standby_service(now);
@@ -1128,6 +1178,7 @@ int Agent::Impl::loop() {
         if (hb) consider(hb->next_deadline(now));
         if (ann) consider(ann->next_deadline());
         if (carrier) consider(next_carrier_poll);
+        if (napi) consider(next_napi_check);
         if (addrs && machine->serving()) consider(next_addr_renew);
         consider(svc.kill_deadline());
         if (probe) consider(probe->next_deadline());

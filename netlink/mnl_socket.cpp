@@ -17,9 +17,9 @@ void MnlSocket::Closer::operator()(mnl_socket* s) const {
     mnl_socket_close(s);
 }
 
-Result<MnlSocket> MnlSocket::open(std::uint32_t groups) {
-    mnl_socket* s = mnl_socket_open2(NETLINK_ROUTE, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (s == nullptr) return last_errno("mnl_socket_open2 NETLINK_ROUTE");
+Result<MnlSocket> MnlSocket::open(std::uint32_t groups, int bus) {
+    mnl_socket* s = mnl_socket_open2(bus, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (s == nullptr) return last_errno(fmt::format("mnl_socket_open2 bus={}", bus));
     MnlSocket sock(s);
     // Extended ACKs make the kernel's reason for a refused request visible in strace/ss; harmless
     // when unsupported.

@@ -1,5 +1,6 @@
-// MnlSocket: RAII owner of a libmnl NETLINK_ROUTE socket (non-blocking, close-on-exec), with the
-// two exchanges every adapter here needs: request-and-ACK and a complete dump.
+// MnlSocket: RAII owner of a libmnl netlink socket (NETLINK_ROUTE unless told otherwise;
+// non-blocking, close-on-exec), with the two exchanges every adapter here needs: request-and-ACK
+// and a complete dump.
 // Single-threaded: the thread that created it uses it.
 #pragma once
 
@@ -25,8 +26,8 @@ inline constexpr std::chrono::milliseconds kReplyTimeout{1000};
 
 class MnlSocket {
   public:
-    // groups: RTMGRP_* bit mask to join (0 = none).
-    static Result<MnlSocket> open(std::uint32_t groups);
+    // groups: RTMGRP_* bit mask to join (0 = none); bus: NETLINK_ROUTE or NETLINK_GENERIC.
+    static Result<MnlSocket> open(std::uint32_t groups, int bus = NETLINK_ROUTE);
 
     [[nodiscard]] int fd() const;
     [[nodiscard]] std::uint32_t portid() const;

@@ -590,7 +590,8 @@ std::string to_toml(const Config& c) {
         w.unset("lan_heartbeat_interval", q(dur(c.effective_lan_interval())), auto_lan);
     w.set("prober_rt_priority", std::to_string(c.prober_rt_priority),
           "SCHED_FIFO priority of the prober, 0-99 (0 = normal scheduling)");
-    const char* cpu_note = "The one CPU the prober runs on, 0-1023; unset = any CPU";
+    const char* cpu_note =
+        "The one CPU the prober (and the NICs' NAPI threads) runs on, 0-1023; unset = any CPU";
     if (c.prober_cpu >= 0)
         w.set("prober_cpu", std::to_string(c.prober_cpu), cpu_note);
     else

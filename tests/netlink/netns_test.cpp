@@ -4,6 +4,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -21,6 +22,7 @@
 #include "netlink/address_manager.hpp"
 #include "netlink/announcer.hpp"
 #include "netlink/link_monitor.hpp"
+#include "netlink/napi.hpp"
 
 namespace ha::nl {
 namespace {
@@ -449,6 +451,122 @@ TEST_F(NetlinkNetns, ArpWatchFailsWhenTwoBoxesHoldTheIp) {
     EXPECT_TRUE(contains(out, "conflict t_us=")) << out;
     EXPECT_TRUE(contains(out, Lan::mac_of(lan_->a()))) << out;
     EXPECT_TRUE(contains(out, Lan::mac_of(lan_->b()))) << out;
+}
+
+// Runs fn on a thread of its own inside namespace `ns`, with the sysfs of namespace `sysfs_of`
+// (by default `ns`) mounted at /sys in a mount namespace private to that thread, the way the lab
+// starts an agent. Returns false when the thread could not be set up.
+template <typename Fn>
+bool in_netns_with_sysfs(const std::string& ns, Fn fn, const std::string& sysfs_of = "") {
+    bool ok = false;
+    std::thread t([&] {
+        UniqueFd sysfs_ns(::open(("/run/netns/" + (sysfs_of.empty() ? ns : sysfs_of)).c_str(),
+                                 O_RDONLY | O_CLOEXEC));
+        UniqueFd net_ns(::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC));
+        if (!sysfs_ns || !net_ns || ::unshare(CLONE_NEWNS) != 0 ||
+            ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+            ::setns(sysfs_ns.get(), CLONE_NEWNET) != 0 || ::umount2("/sys", MNT_DETACH) != 0 ||
+            ::mount("sysfs", "/sys", "sysfs", 0, nullptr) != 0 ||
+            ::setns(net_ns.get(), CLONE_NEWNET) != 0)
+            return;
+        ok = true;
+        fn();
+    });
+    t.join();
+    return ok;
+}
+
+struct NapiPlace {
+    int policy = -1;
+    int priority = -1;
+    bool only_on_cpu0 = false;
+};
+
+NapiPlace place_of(int pid) {
+    NapiPlace p;
+    sched_param sp{};
+    p.policy = sched_getscheduler(pid);
+    if (sched_getparam(pid, &sp) == 0) p.priority = sp.sched_priority;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    p.only_on_cpu0 =
+        sched_getaffinity(pid, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1 && CPU_ISSET(0, &set);
+    return p;
+}
+
+std::string threaded_flag(const std::string& ns, const std::string& dev) {
+    std::string v = sh_out("ip netns exec " + ns + " cat /sys/class/net/" + dev + "/threaded");
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+}
+
+TEST_F(NetlinkNetns, NapiThreadsGoToTheCpuAtFifoAndAgainAfterTheLinkBounces) {
+    // GRO gives a veth a NAPI instance, as XDP does.
+    ASSERT_EQ(sh("ip netns exec " + lan_->a() + " ethtool -K lan0 gro on"), 0);
+    ASSERT_EQ(threaded_flag(lan_->a(), "lan0"), "0");
+    std::vector<NapiInstance> first, after_bounce;
+    Result<int> moved = 0, again = 0, rebounce = 0;
+    ASSERT_TRUE(in_netns_with_sysfs(lan_->a(), [&] {
+        const int idx = static_cast<int>(if_nametoindex("lan0"));
+        auto napi = NapiControl::open();
+        ASSERT_TRUE(napi) << napi.error().message();
+        moved = napi->pin_threads("lan0", idx, 0, 7);
+        again = napi->pin_threads("lan0", idx, 0, 7);
+        if (auto l = napi->list(idx)) first = *l;
+        // Down and up: a veth's NAPI instances and their threads are new.
+        ASSERT_EQ(sh("ip netns exec " + lan_->a() + " ip link set lan0 down"), 0);
+        ASSERT_EQ(sh("ip netns exec " + lan_->a() + " ip link set lan0 up"), 0);
+        rebounce = napi->pin_threads("lan0", idx, 0, 7);
+        if (auto l = napi->list(idx)) after_bounce = *l;
+    }));
+    ASSERT_TRUE(moved) << moved.error().message();
+    EXPECT_EQ(*moved, 1);
+    ASSERT_TRUE(again) << again.error().message();
+    EXPECT_EQ(*again, 0) << "already in place: nothing to change";
+    EXPECT_EQ(threaded_flag(lan_->a(), "lan0"), "1");
+    ASSERT_EQ(first.size(), 1u);
+    ASSERT_GT(first[0].pid, 0);
+    ASSERT_TRUE(rebounce) << rebounce.error().message();
+    EXPECT_EQ(*rebounce, 1);
+    ASSERT_EQ(after_bounce.size(), 1u);
+    for (const auto& n : after_bounce) {
+        const NapiPlace p = place_of(n.pid);
+        EXPECT_EQ(p.policy, SCHED_FIFO) << "napi " << n.id;
+        EXPECT_EQ(p.priority, 7) << "napi " << n.id;
+        EXPECT_TRUE(p.only_on_cpu0) << "napi " << n.id;
+    }
+}
+
+TEST_F(NetlinkNetns, NapiRefusesANicWithoutNapiAndChangesNothing) {
+    Result<int> r = 0;
+    ASSERT_TRUE(in_netns_with_sysfs(lan_->b(), [&] {
+        auto napi = NapiControl::open();
+        ASSERT_TRUE(napi) << napi.error().message();
+        r = napi->pin_threads("lan0", static_cast<int>(if_nametoindex("lan0")), 0, 7);
+    }));
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(contains(r.error().message(), "lan0: no NAPI instance")) << r.error().message();
+    EXPECT_EQ(threaded_flag(lan_->b(), "lan0"), "0");
+}
+
+TEST_F(NetlinkNetns, NapiNeverSwitchesAnotherNamespacesNicOfTheSameName) {
+    for (const auto& ns : {lan_->a(), lan_->c()})
+        ASSERT_EQ(sh("ip netns exec " + ns + " ethtool -K lan0 gro on"), 0);
+    Result<int> r = 0;
+    // Namespace c's lan0 seen through namespace a's sysfs.
+    ASSERT_TRUE(in_netns_with_sysfs(
+        lan_->c(),
+        [&] {
+            auto napi = NapiControl::open();
+            ASSERT_TRUE(napi) << napi.error().message();
+            r = napi->pin_threads("lan0", static_cast<int>(if_nametoindex("lan0")), 0, 7);
+        },
+        lan_->a()));
+    ASSERT_FALSE(r);
+    EXPECT_TRUE(contains(r.error().message(), "another network namespace's NIC"))
+        << r.error().message();
+    EXPECT_EQ(threaded_flag(lan_->a(), "lan0"), "0");
+    EXPECT_EQ(threaded_flag(lan_->c(), "lan0"), "0");
 }
 
 TEST_F(NetlinkNetns, ArpWatchRejectsBadArguments) {
