@@ -190,7 +190,14 @@ class HeartbeatTest(LabTestCase):
         duration = float(os.environ.get("FCMHA_STRESS_SECONDS", "60"))
         s0 = {box: self.status(box) for box in ("a", "b")}
         for box in ("a", "b"):
-            note(f"{box} before: {brief(s0[box])} mode={s0[box]['heartbeat']['mode']}")
+            napi = s0[box]["heartbeat"].get("napi", {})
+            note(f"{box} before: {brief(s0[box])} mode={s0[box]['heartbeat']['mode']} "
+                 f"napi={napi}")
+            # The NICs' receive processing runs beside the prober (lab: CPU 0), not in softirq
+            # on whichever CPU sent last, where a loaded CPU holds replies back.
+            for nic in ("hb0", "lan0"):
+                self.assertEqual(napi.get(nic), "threads on CPU 0 at SCHED_FIFO 11",
+                                 f"box {box}: {nic}")
         stress = self.start_child("stress-ng", "--cpu", "2", "--timeout", f"{int(duration) + 30}s",
                                   "--quiet")
         note(f"stress-ng --cpu 2 running as pid {stress.pid} for {duration:.0f} s")
