@@ -63,10 +63,10 @@ Result<std::string> read_line(const std::string& path) {
 }
 
 // sysfs `threaded`: "0" or "1" (newer kernels may add modes; anything but "0" is threaded).
-Status make_threaded(const std::string& ifname, int ifindex) {
-    // sysfs shows the NICs of the network namespace it was mounted in, which need not be ours:
-    // never switch another namespace's NIC of the same name.
-    // Indexes repeat across namespaces (every fresh one numbers from 1): compare the address too.
+// The file of `ifname`, after checking that it is ours: sysfs shows the NICs of the network
+// namespace it was mounted in, which need not be the caller's. Indexes repeat across namespaces
+// (every fresh one numbers from 1), so the address is compared too.
+Result<std::string> threaded_file(const std::string& ifname, int ifindex) {
     const std::string dir = fmt::format("/sys/class/net/{}", ifname);
     HA_TRY_CTX(index, read_line(dir + "/ifindex"), ifname);
     HA_TRY_CTX(address, read_line(dir + "/address"), ifname);
@@ -78,14 +78,15 @@ Status make_threaded(const std::string& ifname, int ifindex) {
                                 "{}; ours: {}, {}): mount this namespace's sysfs",
                                 ifname, dir, index, address, ifindex, mac.to_string()),
                     std::errc::no_such_device);
-    const std::string path = dir + "/threaded";
-    HA_TRY_CTX(now, read_line(path), ifname);
-    if (now != "0") return {};
+    return dir + "/threaded";
+}
+
+Status write_flag(const std::string& ifname, const std::string& path, const char* value) {
     std::ofstream out(path);
-    out << "1";
+    out << value;
     out.flush();
     // The kernel refuses (EIO, EOPNOTSUPP) a NIC without NAPI: a veth before XDP is attached.
-    if (!out) return last_errno(fmt::format("{}: cannot switch to threaded NAPI", ifname));
+    if (!out) return last_errno(fmt::format("{}: cannot write {} to {}", ifname, value, path));
     return {};
 }
 
@@ -167,15 +168,25 @@ Result<int> NapiControl::pin_threads(const std::string& ifname, int ifindex, int
     if (before.empty())
         return fail(fmt::format("{}: no NAPI instance (link down, or no native XDP)", ifname),
                     std::errc::no_such_device);
-    if (auto t = make_threaded(ifname, ifindex); !t) return unexpected(t.error());
+    HA_TRY_CTX(path, threaded_file(ifname, ifindex), ifname);
+    auto flag = read_line(path);
+    if (!flag) return unexpected(flag.error().wrap(ifname));
+    const bool switched = flag->starts_with('0');
+    if (switched) {
+        if (auto w = write_flag(ifname, path, "1"); !w) return unexpected(w.error());
+    }
     HA_TRY_CTX(napis, list(ifindex), ifname);
     int changed = 0;
     for (const auto& n : napis) {
-        if (n.pid == 0)
+        if (n.pid == 0) {
+            // Threads we cannot find cannot be placed, and unplaced ones run behind any load:
+            // softirq is the better place then.
+            if (switched) (void)write_flag(ifname, path, "0");
             return fail(fmt::format("{}: NAPI {} has no thread the kernel reports (Linux 6.8 or "
                                     "later reports them)",
                                     ifname, n.id),
                         std::errc::function_not_supported);
+        }
         auto did = place(ifname, n.pid, cpu, priority);
         if (!did) return unexpected(did.error());
         changed += *did ? 1 : 0;
