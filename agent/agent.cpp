@@ -456,9 +456,9 @@ void Agent::Impl::poll_carrier(TimePoint now) {
 // The NICs' receive processing on the prober's CPU (see netlink/napi.hpp): checked every few
 // seconds, and at once when a NIC comes up (a veth's NAPI instances and their threads are new
 // after every down and up). One priority above the prober, as softirq was above every thread:
-// the prober's own work (a status request, a sync poll) takes a millisecond at times, and
-// replies must not wait behind it. A flood stays bounded by NAPI's budget and the kernel's
-// real-time throttling, as it was in softirq.
+// a prober iteration takes a millisecond or more at times (a carrier ioctl waiting for the
+// kernel's rtnl lock, time the VM did not run us), and replies must not wait behind it. A
+// flood stays bounded by NAPI's budget and the kernel's real-time throttling, as in softirq.
 void Agent::Impl::place_napi(TimePoint now, bool at_once) {
     if (!napi || (!at_once && now < next_napi_check)) return;
     next_napi_check = now + std::chrono::seconds(2);
