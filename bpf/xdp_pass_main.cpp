@@ -1,8 +1,8 @@
 // fcm-ha-xdp-pass: attach (or with -d detach) a bare XDP_PASS program on a lab/test veth, so the
 // XDP_TX replies of a Responder on the other end of the pair are delivered rather than dropped.
 // With --napi-cpu, the port's receive processing also moves into NAPI threads on that CPU at
-// SCHED_FIFO priority (--napi-priority, default 11): a lab switch port that a loaded CPU does
-// not slow down, as the switch's own hardware would not be.
+// SCHED_FIFO priority (--napi-priority, default 11, one above the agent's default prober): a
+// lab switch port that a loaded CPU cannot slow down, any more than it could a real switch.
 #include <net/if.h>
 
 #include <charconv>
