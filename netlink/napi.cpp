@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "common/atomic_file.hpp"
 #include "common/unique_fd.hpp"
 #include "netlink/carrier.hpp"
 
@@ -55,11 +56,11 @@ std::array<const nlattr*, N> genl_attrs(const nlmsghdr* nlh) {
     return tb;
 }
 
-Result<std::string> read_line(const std::string& path) {
-    std::ifstream in(path);
-    std::string line;
-    if (!in || !std::getline(in, line)) return last_errno("read " + path);
-    return line;
+// A sysfs attribute's value, without its newline.
+Result<std::string> read_attr(const std::string& path) {
+    auto text = read_file(path, 4096);
+    while (text && !text->empty() && text->back() == '\n') text->pop_back();
+    return text;
 }
 
 // sysfs `threaded`: "0" or "1" (newer kernels may add modes; anything but "0" is threaded).
@@ -68,8 +69,8 @@ Result<std::string> read_line(const std::string& path) {
 // (every fresh one numbers from 1), so the address is compared too.
 Result<std::string> threaded_file(const std::string& ifname, int ifindex) {
     const std::string dir = fmt::format("/sys/class/net/{}", ifname);
-    HA_TRY_CTX(index, read_line(dir + "/ifindex"), ifname);
-    HA_TRY_CTX(address, read_line(dir + "/address"), ifname);
+    HA_TRY_CTX(index, read_attr(dir + "/ifindex"), ifname);
+    HA_TRY_CTX(address, read_attr(dir + "/address"), ifname);
     UniqueFd sock(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     if (!sock) return last_errno("socket for SIOCGIFHWADDR");
     HA_TRY_CTX(mac, hw_address(sock.get(), ifname), ifname);
@@ -164,18 +165,20 @@ Result<std::vector<NapiInstance>> NapiControl::list(int ifindex) {
 
 Result<int> NapiControl::pin_threads(const std::string& ifname, int ifindex, int cpu,
                                      int priority) {
-    HA_TRY_CTX(before, list(ifindex), ifname);
-    if (before.empty())
+    HA_TRY_CTX(napis, list(ifindex), ifname);
+    if (napis.empty())
         return fail(fmt::format("{}: no NAPI instance (link down, or no native XDP)", ifname),
                     std::errc::no_such_device);
     HA_TRY_CTX(path, threaded_file(ifname, ifindex), ifname);
-    auto flag = read_line(path);
+    auto flag = read_attr(path);
     if (!flag) return unexpected(flag.error().wrap(ifname));
     const bool switched = flag->starts_with('0');
     if (switched) {
         if (auto w = write_flag(ifname, path, "1"); !w) return unexpected(w.error());
+        // The threads exist from now on: ask again for their ids.
+        HA_TRY_CTX(threaded, list(ifindex), ifname);
+        napis = std::move(threaded);
     }
-    HA_TRY_CTX(napis, list(ifindex), ifname);
     int changed = 0;
     for (const auto& n : napis) {
         if (n.pid == 0) {
