@@ -138,8 +138,8 @@ struct Agent::Impl {
     // With ha.prober_cpu: the heartbeat and LAN NICs' NAPI threads, kept on the prober's CPU.
     std::optional<nl::NapiControl> napi;
     TimePoint next_napi_check{};
-    std::string napi_problem[2];        // last warning per NIC, so a lasting one is logged once
-    json napi_status = json::object();  // per NIC: where its NAPI threads run, or why not
+    // Per NIC: where its NAPI threads run, or why not (a lasting problem is logged once).
+    json napi_status = json::object();
     // The cluster IP is added with a lifetime the loop keeps renewing (see renew_cluster_ip()).
     std::uint32_t addr_lifetime_s = 0;
     TimePoint next_addr_renew{};
@@ -463,21 +463,18 @@ void Agent::Impl::place_napi(TimePoint now, bool at_once) {
     if (!napi || (!at_once && now < next_napi_check)) return;
     next_napi_check = now + std::chrono::seconds(2);
     const int prio = std::min(99, cfg.prober_rt_priority + 1);
-    std::size_t i = 0;
     for (const auto& [ifindex, name] : {std::pair{hb_ifindex, cfg.heartbeat_interface},
                                         std::pair{lan_ifindex, cfg.lan_interface}}) {
-        std::string& problem = napi_problem[i++];
         if (ifindex == 0 || name.empty()) continue;
         auto r = napi->pin_threads(name, ifindex, cfg.prober_cpu, prio);
         if (!r) {
-            if (r.error().message() != problem)
+            const std::string now_status = "softirq: " + r.error().message();
+            if (napi_status.value(name, "") != now_status)
                 log::warn("agent", "{}; its receive processing stays in softirq",
                           r.error().message());
-            problem = r.error().message();
-            napi_status[name] = "softirq: " + problem;
+            napi_status[name] = now_status;
             continue;
         }
-        problem.clear();
         napi_status[name] = fmt::format("threads on CPU {} at SCHED_FIFO {}", cfg.prober_cpu, prio);
         if (*r > 0)
             log::info("agent", "{}: NAPI threads on CPU {} at SCHED_FIFO {} ({} moved)", name,
